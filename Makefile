@@ -1,0 +1,33 @@
+# Quickstart: `make demo` (the loop on embedded defaults) and `make test` (the whole suite).
+# Both create .venv and install everything from scratch. torch==2.13.0 is installed first and pinned:
+# an unpinned torch pulled in by a dependency resolves to a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[dev]' torch==$(TORCH_VERSION)
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/rluf demo --out demo-out
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,341 @@
+"""The `rluf` command line: one subcommand per stage of the loop, each a thin call into its module.
+
+Heavy libraries (torch, transformers, pyarrow compute) are imported inside the commands that need them,
+so `rluf --help` and the data commands start fast. With `--json` a command prints exactly one JSON object
+on stdout; progress bars and human messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rluf import DEFAULT_DB_URL
+
+app = typer.Typer(
+    name="rluf",
+    help="Reinforcement Learning from User Feedback: from chat logs and reactions to a calibrated "
+    "P[Love] reward, a constrained policy update, an audit and an A/B test.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+dataset_app = typer.Typer(help="Labelled sets from the store, and loaders for the real data sets.",
+                          no_args_is_help=True)
+store_app = typer.Typer(help="Create or inspect the feedback store.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(store_app, name="store")
+
+DbOpt = Annotated[
+    str,
+    typer.Option("--db", envvar="RLUF_DB_URL",
+                 help="Store URL: sqlite:///rluf.db (default) or postgresql://user@host:5432/db."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a summary.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with config values; flags win.")]
+
+
+def _default_data_dir() -> Path:
+    from rluf.paths import DEFAULT_DATA_DIR
+
+    return DEFAULT_DATA_DIR
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder with the real data (alpacaeval/, hh_rlhf/); "
+                 "default ../shared/data beside the checkout, or $RLUF_DATA_DIR."),
+]
+
+
+def _run(json_out: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict[str, Any]], None]) -> None:
+    """Run a command body; print its result as JSON or as a human summary; turn user errors into exit 2."""
+    from rluf.progress import stderr
+
+    try:
+        result = fn()
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
+        if json_out:
+            print(json.dumps({"error": msg}))
+        stderr.print(f"[red]error:[/red] {msg}", highlight=False)
+        raise typer.Exit(2) from None
+    if json_out:
+        sys.stdout.write(json.dumps(result, default=str, ensure_ascii=False) + "\n")
+    else:
+        human(result)
+
+
+def _kv_table(title: str, rows: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in rows.items():
+        t.add_row(str(k), v if isinstance(v, str) else json.dumps(v, default=str))
+    Console().print(t)
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+def _print_ingest(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="ingest", title_justify="left")
+    for col in ("file", "format", "read", "accepted", "duplicates", "quarantined", "seconds"):
+        t.add_column(col, justify="left" if col in ("file", "format") else "right")
+    for f in res["files"]:
+        t.add_row(Path(f["file"]).name, f["format"], *(str(f[k]) for k in
+                  ("read", "accepted", "duplicates", "quarantined", "seconds")))
+    t.add_row("[bold]total", "", *(f"[bold]{res[k]}" for k in
+              ("read", "accepted", "duplicates", "quarantined", "seconds")))
+    c = Console()
+    c.print(t)
+    if res["quarantine_reasons"]:
+        c.print("quarantined by reason: " + ", ".join(f"{k}={v}" for k, v in res["quarantine_reasons"].items()))
+    c.print(f"{res['rows_per_second']} rows/s; reactions waiting for their turn: {res['orphan_reactions']}")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="JSONL / CSV / Parquet files, optionally .gz.")],
+    db: DbOpt = DEFAULT_DB_URL,
+    kind: Annotated[str, typer.Option(help="Row kind: auto (from the fields), turn or reaction.")] = "auto",
+    chunk_rows: Annotated[int | None, typer.Option(help="Rows per transaction.")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Load interaction logs and reaction events into the store (validated, deduplicated, idempotent).
+
+    Example: rluf ingest sim/interactions.jsonl sim/reactions.jsonl --db sqlite:///rluf.db
+    """
+    from rluf.config import IngestConfig, load_config
+    from rluf.store import connect
+    from rluf.store.ingest import ingest as run
+
+    def body():
+        cfg = load_config(IngestConfig, config, chunk_rows=chunk_rows)
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+        return run(connect(db), files, cfg, kind=kind)
+
+    _run(json_out, body, _print_ingest)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    db: DbOpt = DEFAULT_DB_URL,
+    include_quarantine: Annotated[bool, typer.Option("--quarantine", help="Also write quarantine.jsonl.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the store back as interactions.jsonl + reactions.jsonl (DESIGN §3; ingests back unchanged).
+
+    Example: rluf export --db sqlite:///rluf.db --out exported/
+    """
+    from rluf.store import connect
+    from rluf.store.export import export_store
+
+    _run(json_out, lambda: export_store(connect(db), out, include_quarantine),
+         lambda r: _kv_table("export", r))
+
+
+@store_app.command("init")
+def store_init(db: DbOpt = DEFAULT_DB_URL, json_out: JsonOpt = False) -> None:
+    """Create the schema (harmless when it exists). Example: rluf store init --db sqlite:///rluf.db"""
+    from rluf.store import connect
+    from rluf.store.stats import store_stats
+
+    _run(json_out, lambda: store_stats(connect(db), db), lambda r: _kv_table("store", r))
+
+
+@store_app.command("stats")
+def store_stats_cmd(db: DbOpt = DEFAULT_DB_URL, json_out: JsonOpt = False) -> None:
+    """Counts in the store: turns, reactions by kind, orphans, quarantine by reason, ingest runs.
+
+    Example: rluf store stats --db sqlite:///rluf.db
+    """
+    from rluf.store import connect
+    from rluf.store.stats import store_stats
+
+    _run(json_out, lambda: store_stats(connect(db), db), lambda r: _kv_table("store", r))
+
+
+# --------------------------------------------------------------------------------------------- simulate
+
+
+def _print_simulate(res: dict[str, Any]) -> None:
+    _kv_table("simulate", {k: v for k, v in res.items() if not isinstance(v, dict | list)})
+    for k, v in res.items():
+        if isinstance(v, dict | list):
+            print(f"{k}: {json.dumps(v, default=str)}")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Output folder for interactions/reactions/oracle.jsonl.")],
+    users: Annotated[int | None, typer.Option(help="Number of simulated users.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of traffic.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same files).")] = None,
+    responder: Annotated[str | None, typer.Option(help="Who answers: 'style' (fast template responder).")] = None,
+    love_rate: Annotated[float | None, typer.Option(help="Target love reactions per shown turn.")] = None,
+    responses: Annotated[
+        Path | None,
+        typer.Option("--responses", help="React to this JSONL/Parquet of (prompt, response, policy) rows "
+                     "instead of generating traffic."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Simulate a user population chatting and reacting over several days (DESIGN §3 logs + oracle).
+
+    Example: rluf simulate --users 2000 --days 7 --seed 0 --responder style --out sim/
+    """
+    from rluf.config import load_config
+    from rluf.simulate import SimulateConfig, react_to_file, run_simulation
+
+    def body():
+        cfg = load_config(SimulateConfig, config, users=users, days=days, seed=seed, responder=responder,
+                          love_rate=love_rate, data_dir=data_dir)
+        if responses is not None:
+            if not responses.is_file():
+                raise FileNotFoundError(f"--responses {responses}: no such file")
+            return react_to_file(cfg, responses, out)
+        return run_simulation(cfg, out)
+
+    _run(json_out, body, _print_simulate)
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+
+def _print_card(card: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    splits = card.get("splits", {})
+    if splits:
+        t = Table(title=f"labelled set — signal '{card.get('signal')}'", title_justify="left")
+        for col in ("split", "rows", "positives", "positive rate", "from", "to"):
+            t.add_column(col)
+        for name, s in splits.items():
+            t.add_row(name, *(str(s.get(k, "")) for k in ("n", "positives", "positive_rate", "start", "end")))
+        c.print(t)
+    c.print_json(json.dumps({k: v for k, v in card.items() if k not in ("splits", "config")}, default=str))
+
+
+@dataset_app.command("build")
+def dataset_build(
+    out: Annotated[Path, typer.Option("--out", help="Output folder for {train,validation,test}.parquet.")],
+    db: DbOpt = DEFAULT_DB_URL,
+    signal: Annotated[str | None, typer.Option(help="Reaction that makes a positive (e.g. love).")] = None,
+    window_hours: Annotated[float | None, typer.Option(help="Attribution window after the turn.")] = None,
+    upsample_to: Annotated[
+        float | None, typer.Option(help="Upsample train positives to this rate (factor recorded in the card).")
+    ] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build a labelled set (temporal split, windows, withdrawals, adversarial filters) + card.json.
+
+    Example: rluf dataset build --db sqlite:///rluf.db --signal love --out data/love
+    """
+    from rluf.config import load_config
+    from rluf.data import DatasetConfig, build_dataset
+    from rluf.store import connect
+
+    def body():
+        cfg = load_config(DatasetConfig, config, signal=signal, window_hours=window_hours,
+                          upsample_to=upsample_to)
+        return build_dataset(connect(db), cfg, out)
+
+    _run(json_out, body, _print_card)
+
+
+@dataset_app.command("load")
+def dataset_load(
+    name: Annotated[str, typer.Argument(help="alpacaeval or hh-harmless.")],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file (prompt, response, label, group).")],
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn a real data set into the judged-response format (prompt, response, label, group).
+
+    Example: rluf dataset load alpacaeval --out data/alpacaeval.parquet
+    """
+
+    def body():
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from rluf.data import load_alpacaeval, load_hh_harmless
+
+        loaders = {"alpacaeval": load_alpacaeval, "hh-harmless": load_hh_harmless}
+        if name not in loaders:
+            raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(loaders)}")
+        table = loaders[name](data_dir or _default_data_dir())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        return {
+            "name": name, "out": str(out), "rows": table.num_rows,
+            "positives": int(pc.sum(table["label"]).as_py() or 0),
+            "groups": len(pc.unique(table["group"])),
+        }
+
+    _run(json_out, body, lambda r: _kv_table(f"dataset {name}", r))
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Working folder for the demo's files.")] = Path("demo-out"),
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 3000,
+    days: Annotated[int, typer.Option(help="Days of simulated traffic.")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The loop on embedded defaults: simulate → ingest → labelled set, then print the dataset card.
+
+    Example: rluf demo --out demo-out
+    """
+    from rluf.demo import run_demo
+
+    _run(json_out, lambda: run_demo(out, users=users, days=days, seed=seed, data_dir=data_dir), _print_demo)
+
+
+def _print_demo(res: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    c = Console()
+    c.rule("simulate")
+    _print_simulate({k: v for k, v in res["simulate"].items() if not isinstance(v, dict | list)})
+    c.rule("ingest")
+    _print_ingest(res["ingest"])
+    c.rule("labelled set card")
+    _print_card(res["card"])
+    c.print(f"files in {res['out']}; store {res['db']}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
