@@ -224,8 +224,8 @@ def _int(row: dict[str, Any], field: str) -> int:
     return v
 
 
-_TRUE = {True, 1, "true", "True", "TRUE", "1", "yes"}
-_FALSE = {False, 0, None, "", "false", "False", "FALSE", "0", "no"}
+_TRUE = {True, "true", "True", "TRUE", "1", "yes"}
+_FALSE = {False, None, "", "false", "False", "FALSE", "0", "no"}
 
 
 def _bool(row: dict[str, Any], field: str) -> bool:
