@@ -10,6 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rluf.store.validate import (
+    _checked_reaction,
+    _checked_turn,
+    _fast_reaction,
+    _fast_turn,
     REACTION,
     TURN,
     RowError,
@@ -164,3 +168,36 @@ def test_validators_never_raise_anything_but_row_error(row):
             fn(row)
         except RowError:
             pass
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10**13, 10**13), st.text(max_size=12),
+                    st.sampled_from(["", " ", "2026-11-01T12:00:00Z", "2026-11-01 12:00", "1793534400", "\x00",
+                                     "love", "LOVE "]),
+                    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]),
+                                                    "content": st.text(max_size=5)}), max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from(["response_id", "conversation_id", "user_id", "turn_index", "created_at",
+                                        "policy", "prompt", "messages", "response", "surface", "locale"]),
+                       _values), st.booleans())
+def test_fast_path_agrees_with_checked_path(row, as_reaction):
+    """Whenever the fast path accepts a row, the field-by-field path returns exactly the same columns."""
+    if as_reaction:
+        row = {k: row[k] for k in ("response_id", "user_id", "created_at") if k in row} | {
+            "reaction": row.get("policy", "love"), "removed": row.get("turn_index", False)}
+        fast, checked = _fast_reaction(row, 8), _checked_reaction
+        args = (row, 8)
+    else:
+        base = turn()
+        base.update(row)
+        row = base
+        fast, checked = _fast_turn(row, 10, 8), _checked_turn
+        args = (row, 10, 8)
+    if fast is not None:
+        assert checked(*args) == fast
+
+
+def test_fast_path_takes_the_common_rows():
+    assert _fast_turn(turn(messages=[{"role": "user", "content": "hi"}]), 1000, 64) is not None
+    assert _fast_reaction(reaction(), 64) is not None
+    assert _fast_turn(turn(extra=1), 1000, 64) is None  # extra fields take the checked path

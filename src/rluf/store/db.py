@@ -16,6 +16,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # 64 MB page cache: index pages of a large store stay hot during bulk ingest (default is 2 MB).
+    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
 
 
