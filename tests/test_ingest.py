@@ -238,3 +238,4 @@ def test_fuzzed_ingest_never_crashes_and_adds_up(tmp_path_factory, lines, chunk)
     again = ingest(eng, [f], IngestConfig(chunk_rows=chunk), progress=False)
     assert again["accepted"] == 0 and counts(url) == (n_turns, n_reactions, n_quar)
     eng.dispose()
+

@@ -10,13 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rluf.store.validate import (
+    REACTION,
+    TURN,
+    RowError,
     _checked_reaction,
     _checked_turn,
     _fast_reaction,
     _fast_turn,
-    REACTION,
-    TURN,
-    RowError,
     infer_kind,
     ms_to_iso,
     parse_timestamp,

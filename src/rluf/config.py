@@ -41,3 +41,4 @@ class IngestConfig(StrictModel):
     """Longest prompt / response / message accepted; longer rows are quarantined."""
     max_id_chars: int = 256
     """Longest id (response_id, user_id, conversation_id) accepted."""
+

@@ -18,10 +18,11 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import operator
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,20 +102,27 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
+def decode_json_line(line: bytes) -> dict | RowError:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        return _json_error(line, e)
+    if type(obj) is not dict:
+        return RowError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of every non-blank line; blank lines are not rows."""
     with _open_binary(path) as f:
         for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # blank lines are not rows
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                yield line_no, _json_error(line, e), line
-                continue
-            if not isinstance(obj, dict):
-                yield line_no, RowError("not_object", f"expected a JSON object, got {type(obj).__name__}"), line
-                continue
-            yield line_no, obj, line
+            if line.strip():
+                yield line_no, line
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
+    for line_no, line in jsonl_lines(path):
+        yield line_no, decode_json_line(line), line
 
 
 def _json_error(line: bytes, e: Exception) -> RowError:
@@ -218,12 +226,16 @@ class _InsertIgnore:
         self.sql = str(compiled)
         self.order = list(compiled.positiontup) if compiled.positional else None
 
-    def __call__(self, conn, rows: list[dict]) -> None:
+    def __call__(self, conn, rows: list[dict]) -> int:
+        """Insert `rows`; returns how many the database inserted (the rest hit a unique key)."""
         if self.order is not None:
             get = operator.itemgetter(*self.order)
-            conn.exec_driver_sql(self.sql, [get(r) for r in rows])
+            result = conn.exec_driver_sql(self.sql, [get(r) for r in rows])
         else:
-            conn.exec_driver_sql(self.sql, rows)
+            result = conn.exec_driver_sql(self.sql, rows)
+        if result.rowcount < 0:
+            raise RuntimeError(f"the {conn.dialect.name} driver did not report inserted rows")
+        return result.rowcount
 
 
 TURN_COLUMNS = [c.name for c in responses.columns]
@@ -281,9 +293,21 @@ class _Chunk:
     bad: list[dict] = field(default_factory=list)
 
 
-def _quarantine_row(report: FileReport, run_id: int, line: int, kind: str | None, err: RowError, raw: Any) -> dict:
+@dataclass(frozen=True)
+class _Context:
+    """What validating a block needs; small and picklable, so a parse worker can get it."""
+
+    file: str
+    sha256: str
+    run_id: int
+    kind: str | None  # None: infer per row
+    max_text: int
+    max_id: int
+
+
+def _quarantine_row(ctx: _Context, line: int, kind: str | None, err: RowError, raw: Any) -> dict:
     return {
-        "ingest_run_id": run_id, "source_file": report.file, "source_sha256": report.sha256, "line": line,
+        "ingest_run_id": ctx.run_id, "source_file": ctx.file, "source_sha256": ctx.sha256, "line": line,
         "kind": kind, "reason": str(err), "raw": _raw_text(raw), "created_at_ms": int(time.time() * 1000),
     }
 
@@ -295,8 +319,8 @@ class _Writer:
     while binding parameters, which is most of its time.)
     """
 
-    def __init__(self, engine: Engine, report: FileReport, run_id: int):
-        self.engine, self.report, self.run_id = engine, report, run_id
+    def __init__(self, engine: Engine, ctx: _Context):
+        self.engine, self.ctx, self.run_id = engine, ctx, ctx.run_id
         self.tally = _Tally()
         self.ins_turn = _InsertIgnore(engine, responses, TURN_COLUMNS)
         self.ins_reaction = _InsertIgnore(engine, reactions, REACTION_COLUMNS)
@@ -318,22 +342,19 @@ class _Writer:
                         err = _conflict(rid, "the store")
                         line, raw = chunk.turn_src[rid]
                         tally.quarantine(TURN, err.code)
-                        chunk.bad.append(_quarantine_row(self.report, run_id, line, TURN, err, raw))
+                        chunk.bad.append(_quarantine_row(self.ctx, line, TURN, err, raw))
                 if new:
                     self.ins_turn(conn, new)
                 tally.accept(TURN, len(new))
             if chunk.reactions:
-                stored = _existing(conn, reactions.c.event_key, list(chunk.reactions))
-                new = []
-                for key, row in chunk.reactions.items():
-                    if key in stored:
-                        tally.dup(REACTION)
-                    else:
-                        row["ingest_run_id"] = run_id
-                        new.append(row)
-                if new:
-                    self.ins_reaction(conn, new)
-                tally.accept(REACTION, len(new))
+                # No lookup: a reaction has no content that could conflict, so whatever the unique key made
+                # the database skip is a duplicate (rowcount = rows actually inserted, on both drivers).
+                rows = list(chunk.reactions.values())
+                for row in rows:
+                    row["ingest_run_id"] = run_id
+                inserted = self.ins_reaction(conn, rows)
+                tally.accept(REACTION, inserted)
+                tally.dup(REACTION, len(rows) - inserted)
             if chunk.bad:
                 self.ins_quarantine(conn, chunk.bad)
 
@@ -346,6 +367,63 @@ def _conflict(response_id: str, where: str) -> RowError:
 
 
 # ------------------------------------------------------------------------------------------------- main
+
+
+def validate_block(rows: Iterable[tuple[int, dict | RowError, Any]], ctx: _Context) -> tuple[_Chunk, _Tally]:
+    """Validate a block of decoded rows and dedupe it within itself; bad rows become quarantine rows."""
+    chunk, tally = _Chunk(), _Tally()
+    read = {TURN: 0, REACTION: 0}
+    max_text, max_id = ctx.max_text, ctx.max_id
+    n = 0
+    for line, row, raw in rows:
+        n += 1
+        row_kind = ctx.kind
+        try:
+            if type(row) is RowError:
+                raise row
+            if row_kind is None:
+                row_kind = infer_kind(row)
+            read[row_kind] += 1
+            if row_kind == TURN:
+                t = validate_turn(row, max_text, max_id)
+                rid = t["response_id"]
+                prev = chunk.turns.get(rid)
+                if prev is None:
+                    chunk.turns[rid] = t
+                    chunk.turn_src[rid] = (line, raw)
+                elif prev["row_hash"] == t["row_hash"]:
+                    tally.dup(TURN)
+                else:
+                    raise _conflict(rid, f"line {chunk.turn_src[rid][0]} of this file")
+            else:
+                r = validate_reaction(row, max_id)
+                if r["event_key"] in chunk.reactions:
+                    tally.dup(REACTION)
+                else:
+                    chunk.reactions[r["event_key"]] = r
+        except RowError as err:
+            tally.quarantine(row_kind, err.code)
+            chunk.bad.append(_quarantine_row(ctx, line, row_kind, err, raw))
+    tally.counts.read = n
+    for k, v in read.items():
+        tally.by_kind[k].read = v
+    return chunk, tally
+
+
+def _blocks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while block := list(itertools.islice(it, size)):
+        yield block
+
+
+def _validated_chunks(path: Path, fmt: str, ctx: _Context, cfg: IngestConfig) -> Iterator[tuple[_Chunk, _Tally]]:
+    """Validated chunks of the file, in order, `chunk_rows` rows each.
+
+    (Decoding in a worker process while this one writes was measured on 1M rows: 3 % faster for 40 % more
+    CPU, because pickling the validated rows back costs about what it saves; not worth a second path.)
+    """
+    for block in _blocks(iter_rows(path, fmt, cfg.chunk_rows), cfg.chunk_rows):
+        yield validate_block(block, ctx)
 
 
 def ingest_file(engine: Engine, path: Path, cfg: IngestConfig, kind: str = "auto",
@@ -366,58 +444,18 @@ def ingest_file(engine: Engine, path: Path, cfg: IngestConfig, kind: str = "auto
                 started_at_ms=int(time.time() * 1000), status="running",
             )
         ).inserted_primary_key[0]
-    writer = _Writer(engine, report, run_id)
-    tally = _Tally()  # the reader's own counters
-    max_text, max_id, chunk_rows = cfg.max_text_chars, cfg.max_id_chars, cfg.chunk_rows
-    forced = kind if kind != "auto" else None
-    chunk, pending, read = _Chunk(), 0, {TURN: 0, REACTION: 0}
+    ctx = _Context(report.file, report.sha256, run_id, kind if kind != "auto" else None,
+                   cfg.max_text_chars, cfg.max_id_chars)
+    writer = _Writer(engine, ctx)
     status = "failed"
     try:
-        for line, row, raw in iter_rows(path, fmt, chunk_rows):
-            row_kind = forced
-            try:
-                if type(row) is RowError:
-                    raise row
-                if row_kind is None:
-                    row_kind = infer_kind(row)
-                read[row_kind] += 1
-                if row_kind == TURN:
-                    t = validate_turn(row, max_text, max_id)
-                    rid = t["response_id"]
-                    prev = chunk.turns.get(rid)
-                    if prev is None:
-                        chunk.turns[rid] = t
-                        chunk.turn_src[rid] = (line, raw)
-                    elif prev["row_hash"] == t["row_hash"]:
-                        tally.dup(TURN)
-                    else:
-                        raise _conflict(rid, f"line {chunk.turn_src[rid][0]} of this file")
-                else:
-                    r = validate_reaction(row, max_id)
-                    if r["event_key"] in chunk.reactions:
-                        tally.dup(REACTION)
-                    else:
-                        chunk.reactions[r["event_key"]] = r
-            except RowError as err:
-                tally.quarantine(row_kind, err.code)
-                chunk.bad.append(_quarantine_row(report, run_id, line, row_kind, err, raw))
-            pending += 1
-            if pending >= chunk_rows:
-                writer.write(chunk)
-                chunk = _Chunk()
-                if on_rows:
-                    on_rows(pending)
-                tally.counts.read += pending
-                pending = 0
-        writer.write(chunk)
-        tally.counts.read += pending
-        if on_rows and pending:
-            on_rows(pending)
+        for chunk, tally in _validated_chunks(path, fmt, ctx, cfg):
+            writer.write(chunk)
+            tally.merge_into(report)
+            if on_rows:
+                on_rows(tally.counts.read)
         status = "done"
     finally:
-        for k, n in read.items():
-            tally.by_kind[k].read += n
-        tally.merge_into(report)
         writer.tally.merge_into(report)
         report.seconds = time.perf_counter() - t0
         with engine.begin() as conn:
