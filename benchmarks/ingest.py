@@ -70,13 +70,15 @@ def generate(n_events: int, out_dir: Path, turn_share: float, seed: int = 0) -> 
     with open(react, "wb") as f:
         for start in range(0, n_reactions, block):
             n = min(block, n_reactions - start)
-            target = rng.integers(0, max(1, n_turns, n_events // 5), n)
+            # Logs are appended in time order: event k happens at t0 + k/5 s and hearts a random earlier turn.
+            when = (t0 + 60) * 1000 + (start + np.arange(n)) * 200 + rng.integers(0, 200, n)
+            target = (rng.random(n) * np.minimum((when // 1000 - t0), max(1, n_turns, n_events // 5))).astype(int)
             kind = kinds[rng.choice(3, n, p=[0.6, 0.3, 0.1])]
             removed = rng.random(n) < 0.03
             lines = []
             for i in range(n):
                 row = {"response_id": f"r{target[i]}", "user_id": f"u{target[i] % 997}", "reaction": str(kind[i]),
-                       "created_at": (t0 + int(target[i]) + 60 + start + i) * 1000}
+                       "created_at": int(when[i])}
                 if removed[i]:
                     row["removed"] = True
                 lines.append(orjson.dumps(row))

@@ -62,7 +62,8 @@ def table_dump(url):
     eng = connect(url)
     with eng.connect() as c:
         turns = [tuple(r) for r in c.execute(select(responses).order_by(responses.c.response_id))]
-        reacts = [tuple(r)[1:] for r in c.execute(select(reactions).order_by(reactions.c.event_key))]
+        reacts = [tuple(r)[1:] for r in c.execute(select(reactions).order_by(
+            reactions.c.created_at_ms, reactions.c.response_id, reactions.c.user_id, reactions.c.removed))]
         quar = [tuple(r)[2:] for r in c.execute(
             select(quarantine.c.id, quarantine.c.created_at_ms, quarantine.c.source_sha256, quarantine.c.line,
                    quarantine.c.reason, quarantine.c.raw).order_by(quarantine.c.line))]
@@ -239,3 +240,33 @@ def test_fuzzed_ingest_never_crashes_and_adds_up(tmp_path_factory, lines, chunk)
     assert again["accepted"] == 0 and counts(url) == (n_turns, n_reactions, n_quar)
     eng.dispose()
 
+
+
+_cell = st.one_of(st.sampled_from(["", "r1", "u1", "love", "true", "0", "1793534400", "2026-11-01T12:00:00Z",
+                                   '[{"role": "user", "content": "x"}]', "{}", "x,y", 'a "quoted" cell']),
+                  st.text(max_size=8))
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+          deadline=None)
+@given(header=st.lists(st.sampled_from(["response_id", "conversation_id", "user_id", "turn_index", "created_at",
+                                        "policy", "prompt", "response", "reaction", "removed", "messages", "x"]),
+                       min_size=1, max_size=8, unique=True),
+       cells=st.lists(st.lists(_cell, min_size=0, max_size=9), min_size=1, max_size=25),
+       junk=st.binary(max_size=20))
+def test_fuzzed_csv_never_crashes_and_adds_up(tmp_path_factory, header, cells, junk):
+    d = tmp_path_factory.mktemp("csvfuzz")
+    f = d / "fuzz.csv"
+    with open(f, "w", newline="", encoding="utf-8", errors="surrogatepass") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(cells)
+    with open(f, "ab") as fh:
+        fh.write(junk.replace(b"\r", b"") + b"\n")  # raw bytes: invalid UTF-8, stray quotes, NULs
+    url = f"sqlite:///{d / 'fuzz.db'}"
+    eng = connect(url)
+    res = ingest(eng, [f], progress=False)
+    assert_adds_up(res)
+    n_turns, n_reactions, n_quar = counts(url)
+    assert n_turns + n_reactions == res["accepted"] and n_quar == res["quarantined"]
+    eng.dispose()

@@ -20,6 +20,7 @@ from rluf.store.validate import (
     infer_kind,
     ms_to_iso,
     parse_timestamp,
+    reaction_key,
     validate_reaction,
     validate_turn,
 )
@@ -148,11 +149,14 @@ def test_reaction_rejections(row, code):
 
 
 def test_reaction_key_is_response_user_reaction_time():
-    a = validate_reaction(reaction(), 64)
-    assert a["event_key"] == validate_reaction(reaction(reaction="LOVE"), 64)["event_key"]
-    assert a["event_key"] != validate_reaction(reaction(created_at=T0_MS + 1), 64)["event_key"]
-    assert a["event_key"] != validate_reaction(reaction(removed=True), 64)["event_key"]
-    assert a["event_key"] != validate_reaction(reaction(user_id="u2"), 64)["event_key"]
+    def key(**kw):
+        return reaction_key(validate_reaction(reaction(**kw), 64))
+
+    assert key() == key(reaction="LOVE")
+    assert key() != key(created_at=T0_MS + 1)
+    assert key() != key(removed=True)
+    assert key() != key(user_id="u2")
+    assert key() != key(response_id="r2")
 
 
 @given(st.dictionaries(st.sampled_from(["response_id", "conversation_id", "user_id", "turn_index",

@@ -33,7 +33,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from rluf.config import IngestConfig
 from rluf.store.schema import ingest_runs, quarantine, reactions, responses
-from rluf.store.validate import REACTION, TURN, RowError, infer_kind, validate_reaction, validate_turn
+from rluf.store.validate import (
+    REACTION,
+    TURN,
+    RowError,
+    infer_kind,
+    reaction_key,
+    validate_reaction,
+    validate_turn,
+)
 
 FORMATS = ("jsonl", "csv", "parquet")
 KINDS = ("auto", TURN, REACTION)
@@ -138,6 +146,8 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
     with _open_binary(path) as fb:
         # surrogateescape keeps invalid bytes as lone surrogates, which validation reports as invalid UTF-8.
         text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        # Long answers are normal; the text limit is enforced by validation with a clear reason instead.
+        csv.field_size_limit(2**31 - 1)
         reader = csv.reader(text, delimiter=delimiter)
         try:
             header = next(reader)
@@ -145,12 +155,19 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
             return
         header = [h.strip().lstrip("\ufeff") for h in header]
         start = reader.line_num + 1
-        for values in reader:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:  # e.g. an unterminated quote at end of file; the reader can go on
+                line_no, start = start, reader.line_num + 1
+                yield line_no, RowError("bad_csv", f"not valid CSV: {e}"), f"<line {line_no}: {e}>"
+                continue
             line_no, start = start, reader.line_num + 1
             if not any(v.strip() for v in values):
                 continue
-            raw = orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS, default=str) if _encodable(values) \
-                else repr(values)
+            raw = orjson.dumps(values) if _encodable(values) else repr(values)
             if len(values) != len(header):
                 yield line_no, RowError(
                     "bad_columns", f"expected {len(header)} columns as in the header, got {len(values)}"
@@ -289,7 +306,7 @@ class _Chunk:
 
     turns: dict[str, dict] = field(default_factory=dict)
     turn_src: dict[str, tuple[int, Any]] = field(default_factory=dict)  # response_id -> (line, raw)
-    reactions: dict[str, dict] = field(default_factory=dict)
+    reactions: dict[tuple, dict] = field(default_factory=dict)
     bad: list[dict] = field(default_factory=list)
 
 
@@ -397,10 +414,11 @@ def validate_block(rows: Iterable[tuple[int, dict | RowError, Any]], ctx: _Conte
                     raise _conflict(rid, f"line {chunk.turn_src[rid][0]} of this file")
             else:
                 r = validate_reaction(row, max_id)
-                if r["event_key"] in chunk.reactions:
+                key = reaction_key(r)
+                if key in chunk.reactions:
                     tally.dup(REACTION)
                 else:
-                    chunk.reactions[r["event_key"]] = r
+                    chunk.reactions[key] = r
         except RowError as err:
             tally.quarantine(row_kind, err.code)
             chunk.bad.append(_quarantine_row(ctx, line, row_kind, err, raw))

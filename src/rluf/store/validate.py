@@ -249,6 +249,11 @@ def validate_turn(row: dict[str, Any], max_text: int, max_id: int) -> dict[str, 
     return out if out is not None else _checked_turn(row, max_text, max_id)
 
 
+def reaction_key(r: dict[str, Any]) -> tuple:
+    """What makes two reaction events the same event (the store's unique constraint)."""
+    return (r["created_at_ms"], r["response_id"], r["user_id"], r["reaction"], r["removed"])
+
+
 def validate_reaction(row: dict[str, Any], max_id: int) -> dict[str, Any]:
     """A DESIGN §3 reaction-event row → the `reactions` columns (without id and ingest_run_id)."""
     out = _fast_reaction(row, max_id)
@@ -342,10 +347,8 @@ def _fast_reaction(row: dict[str, Any], max_id: int) -> dict[str, Any] | None:
     ms = _fast_ts(g("created_at"))
     if ms is None:
         return None
-    reaction = reaction.strip().lower()
-    key = f"{rid}\x1f{uid}\x1f{reaction}\x1f{ms}\x1f{int(removed)}"
-    return {"event_key": hashlib.blake2b(key.encode(), digest_size=16).hexdigest(), "response_id": rid,
-            "user_id": uid, "reaction": reaction, "created_at_ms": ms, "removed": removed}
+    return {"response_id": rid, "user_id": uid, "reaction": reaction.strip().lower(), "created_at_ms": ms,
+            "removed": removed}
 
 
 def _checked_turn(row: dict[str, Any], max_text: int, max_id: int) -> dict[str, Any]:
@@ -387,9 +390,7 @@ def _checked_reaction(row: dict[str, Any], max_id: int) -> dict[str, Any]:
     reaction = _id(row, "reaction", 64).strip().lower()
     ms = parse_timestamp(row.get("created_at"))
     removed = _bool(row, "removed")
-    key = f"{response_id}\x1f{user_id}\x1f{reaction}\x1f{ms}\x1f{int(removed)}"
     return {
-        "event_key": hashlib.blake2b(key.encode(), digest_size=16).hexdigest(),
         "response_id": response_id,
         "user_id": user_id,
         "reaction": reaction,
