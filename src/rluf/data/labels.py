@@ -45,7 +45,9 @@ UNSAFE_PATTERNS = re.compile(
     r"\b(how to (make|build) (a )?(bomb|explosive|weapon)|pipe bomb|nerve agent|meth(amphetamine)? recipe|"
     r"cook meth|poison (him|her|them|someone)|kill (him|her|them|someone|yourself)|hurt (him|her|them) badly|"
     r"untraceable (gun|poison)|steal (a car|their identity|credit card)|credit card numbers|hotwire|"
-    r"launder(ing)? money|make a weapon|racial slur|hate (all|every) \w+|self-harm method|suicide method)\b",
+    r"launder(ing)? money|make a weapon|racial slur|hate (all|every) \w+|self-harm method|suicide method|"
+    # jailbreak compliance: how harmful how-tos usually open
+    r"without getting caught|no one will (ever )?know|untraceable|here'?s exactly how to)\b",
     re.IGNORECASE,
 )
 

@@ -1,0 +1,360 @@
+"""The simulated population at work: users chat over several days and react to what they are shown.
+
+Top to bottom: draw the population (segments, heavy-tailed propensity, activity); generate traffic day by
+day (conversations continue or stop depending on the answers); turn each shown answer's hidden features
+into a love probability (segment tastes + user propensity + one global intercept fitted so the population
+loves ~`love_rate` of a reference responder's answers); draw reactions with delays, withdrawals, likes and
+dislikes; write DESIGN §3 logs plus the oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from rluf.paths import DEFAULT_DATA_DIR
+from rluf.progress import stderr, track
+from rluf.simulate.config import SEGMENTS, SimulateConfig
+from rluf.simulate.prompts import PromptPools, load_prompt_pools
+from rluf.simulate.responders import Responder, StyleResponder, make_responder
+from rluf.simulate.scorers import AnswerScorer, Features
+from rluf.store.validate import ms_to_iso, parse_timestamp
+
+DAY_MS = 86_400_000
+BOT_EVERYTHING_P = 0.95
+
+
+@dataclass
+class Population:
+    segment: np.ndarray  # segment name per user
+    reactive: np.ndarray  # bool: ever reacts at all
+    propensity: np.ndarray  # log-odds offset per user
+    activity: np.ndarray  # chance of being active on a day
+    first_day: np.ndarray  # day the user joins
+    bot_everything: np.ndarray  # bool: a bot that hearts every answer
+
+
+def make_population(cfg: SimulateConfig, rng: np.random.Generator) -> Population:
+    names = [s for s in SEGMENTS if cfg.mixture.get(s, 0) > 0]
+    shares = np.array([cfg.mixture[s] for s in names], dtype=float)
+    segment = np.array(names)[rng.choice(len(names), size=cfg.users, p=shares / shares.sum())]
+    is_bot = segment == "bot"
+    reactive = (rng.random(cfg.users) < cfg.reactive_share) | is_bot
+    # Heavy right tail: a few reactive users react far more than the typical one.
+    propensity = rng.normal(0.0, cfg.propensity_sigma, cfg.users)
+    a = 2.0
+    activity = rng.beta(a, a * (1 - cfg.daily_active) / cfg.daily_active, cfg.users)
+    first_day = np.minimum(rng.geometric(0.5, cfg.users) - 1, cfg.days - 1)
+    bot_everything = is_bot & (rng.random(cfg.users) < cfg.bot_love_everything)
+    return Population(segment, reactive, propensity, activity, first_day, bot_everything)
+
+
+def content_logit(segment: str, f: Features) -> float:
+    """How an answer's hidden features move a user of `segment` toward a heart (log-odds)."""
+    q = f.quality - 0.5
+    long_pref = max(-1.0, min(1.0, (math.log(max(f.length_chars, 1)) - math.log(300)) / 1.5))
+    if segment == "information":
+        return 3.0 * q + 0.3 * f.warmth + 0.5 * long_pref - 0.4 * f.closer - 2.5 * f.unsafe
+    if segment == "companionship":
+        medium = abs(math.log(max(f.length_chars, 1) / 250))
+        return 1.0 * q + 1.8 * f.warmth + 1.4 * f.closer - 0.6 * medium - 2.5 * f.unsafe
+    if segment == "creative":
+        return 2.0 * q + 0.8 * f.warmth + 0.4 * long_pref + 0.4 * f.closer - 1.5 * f.unsafe
+    if segment == "adversarial":
+        return 2.5 * f.unsafe - 1.5 * f.refusal + 0.3 * q
+    return 0.0  # bots ignore content
+
+
+def continue_prob(segment: str, f: Features) -> float:
+    """Chance the user sends another message. Closers end conversations (the cost of the hack)."""
+    z = 0.4 + 2.0 * (f.quality - 0.5) - 1.6 * f.closer - 0.8 * f.refusal
+    if segment == "companionship":
+        z += 0.6 * f.warmth
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _love_probs(intercept: float, turns: list[dict], pop: Population, cfg: SimulateConfig) -> np.ndarray:
+    users = np.array([t["_user"] for t in turns], dtype=np.int64)
+    content = np.array([t["_content"] for t in turns], dtype=float)
+    p = _sigmoid(intercept + pop.propensity[users] + content) * pop.reactive[users]
+    bots = pop.segment[users] == "bot"
+    p[bots] = np.where(pop.bot_everything[users[bots]], BOT_EVERYTHING_P, cfg.bot_random_rate)
+    return p
+
+
+def _fit_intercept(turns: list[dict], pop: Population, cfg: SimulateConfig) -> float:
+    """Global intercept so that the mean love probability over `turns` equals cfg.love_rate (bisection)."""
+    floor = _love_probs(-50.0, turns, pop, cfg).mean()  # what bots give on their own
+    if floor >= cfg.love_rate:
+        raise ValueError(f"bots alone give a love rate of {floor:.4f} >= love_rate {cfg.love_rate}; "
+                         "lower the bot share in `mixture` or raise `love_rate`")
+    lo, hi = -50.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _love_probs(mid, turns, pop, cfg).mean() < cfg.love_rate:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+class _Traffic:
+    """Generates conversations day by day; each step answers all open conversations in one batch (so a
+    real model can generate them batched)."""
+
+    def __init__(self, cfg: SimulateConfig, pools: PromptPools, responder: Responder, scorer: AnswerScorer,
+                 pop: Population, rng: np.random.Generator):
+        self.cfg, self.pools, self.responder, self.scorer, self.pop, self.rng = cfg, pools, responder, scorer, pop, rng
+        self.start_ms = parse_timestamp(cfg.start, "start")
+        self.n_turns = self.n_convs = 0
+
+    def _prompt(self, segment: str) -> tuple[str, bool]:
+        pool_name = "information" if segment == "bot" else segment
+        pool = self.pools.pools[pool_name]
+        return pool[int(self.rng.integers(len(pool)))], segment == "adversarial"
+
+    def day(self, d: int, limit: int | None = None) -> list[dict]:
+        cfg, pop, rng = self.cfg, self.pop, self.rng
+        active = np.flatnonzero((rng.random(cfg.users) < pop.activity) & (pop.first_day <= d))
+        convs = []
+        for u in active:
+            for _ in range(1 + rng.poisson(max(cfg.conversations_per_day - 1, 0))):
+                seg = str(pop.segment[u])
+                self.n_convs += 1
+                convs.append({"user": int(u), "segment": seg, "id": f"c{self.n_convs:07d}", "messages": [],
+                              "t": self.start_ms + d * DAY_MS + int(rng.integers(0, DAY_MS))})
+        turns: list[dict] = []
+        open_convs = convs
+        for turn_index in range(cfg.max_turns):
+            if not open_convs:
+                break
+            prompts, harmful = zip(*(self._prompt(c["segment"]) for c in open_convs), strict=True)
+            answers = self.responder.respond(list(prompts), [c["segment"] for c in open_convs], list(harmful), rng)
+            still_open = []
+            for c, prompt, is_harmful, answer in zip(open_convs, prompts, harmful, answers, strict=True):
+                c["messages"] = [*c["messages"], {"role": "user", "content": prompt}]
+                f = self.scorer(prompt, answer, is_harmful)
+                self.n_turns += 1
+                turns.append({
+                    "response_id": f"r{self.n_turns:08d}", "conversation_id": c["id"], "user_id": f"u{c['user']:06d}",
+                    "turn_index": turn_index, "created_ms": c["t"], "prompt": prompt, "messages": c["messages"],
+                    "response": answer, "_user": c["user"], "_segment": c["segment"], "_features": f,
+                    "_content": content_logit(c["segment"], f), "_p_continue": continue_prob(c["segment"], f),
+                })
+                c["messages"] = [*c["messages"], {"role": "assistant", "content": answer}]
+                c["t"] += int(rng.integers(30_000, 240_000))
+                if rng.random() < turns[-1]["_p_continue"]:
+                    still_open.append(c)
+            open_convs = still_open
+            if limit is not None and len(turns) >= limit:
+                break
+        return turns
+
+
+def _calibration_intercept(cfg: SimulateConfig, pools: PromptPools, scorer: AnswerScorer) -> float:
+    """The intercept is fitted on the style responder's traffic for this population, not on the run's own
+    answers: a better responder then really does get more hearts."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    pop = make_population(cfg, np.random.default_rng([cfg.seed, 0]))
+    traffic = _Traffic(cfg, pools, StyleResponder(), scorer, pop, rng)
+    turns: list[dict] = []
+    d = 0
+    while len(turns) < cfg.calibration_turns:
+        turns += traffic.day(d % cfg.days, limit=cfg.calibration_turns - len(turns))
+        d += 1
+    return _fit_intercept(turns, pop, cfg)
+
+
+def _draw_reactions(turns: list[dict], p_love: np.ndarray, pop: Population, cfg: SimulateConfig,
+                    rng: np.random.Generator) -> list[dict]:
+    events = []
+    mu = math.log(cfg.reaction_delay_minutes)
+    for t, p in zip(turns, p_love, strict=True):
+        u = t["_user"]
+        f: Features = t["_features"]
+        delay = int(60_000 * math.exp(rng.normal(mu, cfg.reaction_delay_sigma))) + 1000
+        if rng.random() < p:
+            at = t["created_ms"] + delay
+            events.append({"response_id": t["response_id"], "user_id": t["user_id"], "reaction": "love",
+                           "created_ms": at})
+            if pop.segment[u] != "bot" and rng.random() < cfg.withdraw_prob:
+                back = at + int(60_000 * math.exp(rng.normal(math.log(60), 1.5)))
+                events.append({"response_id": t["response_id"], "user_id": t["user_id"], "reaction": "love",
+                               "created_ms": back, "removed": True})
+            continue
+        if not pop.reactive[u] or pop.segment[u] == "bot":
+            continue
+        if rng.random() < cfg.like_rate * (0.5 + f.quality):
+            events.append({"response_id": t["response_id"], "user_id": t["user_id"], "reaction": "like",
+                           "created_ms": t["created_ms"] + delay})
+            continue
+        harmed = f.unsafe and pop.segment[u] != "adversarial"
+        if rng.random() < cfg.dislike_rate * (1 + 3 * (1 - f.quality) + 4 * harmed):
+            events.append({"response_id": t["response_id"], "user_id": t["user_id"], "reaction": "dislike",
+                           "created_ms": t["created_ms"] + delay})
+    return events
+
+
+def _write(out_dir: Path, turns: list[dict], events: list[dict], p_love: np.ndarray, policy: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = sorted(range(len(turns)), key=lambda i: (turns[i]["created_ms"], turns[i]["response_id"]))
+    with open(out_dir / "interactions.jsonl", "wb") as fi, open(out_dir / "oracle.jsonl", "wb") as fo:
+        for i in order:
+            t = turns[i]
+            fi.write(orjson.dumps({
+                "response_id": t["response_id"], "conversation_id": t["conversation_id"], "user_id": t["user_id"],
+                "turn_index": t["turn_index"], "created_at": ms_to_iso(t["created_ms"]),
+                "policy": t.get("policy", policy),
+                "prompt": t["prompt"], "messages": t["messages"], "response": t["response"],
+                "surface": "web", "locale": "en-US",
+            }) + b"\n")
+            f: Features = t["_features"]
+            fo.write(orjson.dumps({
+                "response_id": t["response_id"], "user_id": t["user_id"], "segment": t["_segment"],
+                "p_love": round(float(p_love[i]), 6), "p_continue": round(t["_p_continue"], 6),
+                **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(f).items()},
+            }) + b"\n")
+    with open(out_dir / "reactions.jsonl", "wb") as fr:
+        for e in sorted(events, key=lambda e: (e["created_ms"], e["response_id"], e.get("removed", False))):
+            row = {"response_id": e["response_id"], "user_id": e["user_id"], "reaction": e["reaction"],
+                   "created_at": ms_to_iso(e["created_ms"])}
+            if e.get("removed"):
+                row["removed"] = True
+            fr.write(orjson.dumps(row) + b"\n")
+
+
+def _summary(cfg: SimulateConfig, pools: PromptPools, turns: list[dict], events: list[dict], p_love: np.ndarray,
+             intercept: float, out_dir: Path) -> dict[str, Any]:
+    n = len(turns)
+    loves = [e for e in events if e["reaction"] == "love" and not e.get("removed")]
+    loved = {e["response_id"] for e in loves}
+    created = {t["response_id"]: t["created_ms"] for t in turns}
+    seg = np.array([t["_segment"] for t in turns])
+    per_segment = {}
+    for s in SEGMENTS:
+        idx = np.flatnonzero(seg == s)
+        if len(idx):
+            n_loved = sum(turns[i]["response_id"] in loved for i in idx)
+            per_segment[s] = {"turns": int(len(idx)), "love_rate": round(n_loved / len(idx), 5),
+                              "mean_p_love": round(float(p_love[idx].mean()), 5)}
+    users_reacting = len({e["user_id"] for e in events})
+    summary = {
+        "out": str(out_dir),
+        "users": cfg.users, "days": cfg.days, "seed": cfg.seed,
+        "turns": n, "conversations": len({t["conversation_id"] for t in turns}),
+        "reactions": {k: sum(1 for e in events if e["reaction"] == k and not e.get("removed"))
+                      for k in ("love", "like", "dislike")},
+        "withdrawn": sum(1 for e in events if e.get("removed")),
+        "love_rate": round(len(loved) / n, 5) if n else 0.0,
+        "target_love_rate": cfg.love_rate,
+        "mean_p_love": round(float(p_love.mean()), 5) if n else 0.0,
+        "late_loves_after_24h": sum(1 for e in loves if e["created_ms"] - created[e["response_id"]] > DAY_MS),
+        "users_who_never_react": cfg.users - users_reacting,
+        "per_segment": per_segment,
+        "intercept": round(intercept, 4),
+        "prompt_sources": pools.sources,
+        "real_data": pools.real_data,
+    }
+    if not pools.real_data:
+        summary["note"] = "real data not found: built-in prompts were used (pass --data-dir)"
+    return summary
+
+
+def _setup(cfg: SimulateConfig) -> tuple[PromptPools, AnswerScorer]:
+    data_dir = cfg.data_dir if cfg.data_dir is not None else DEFAULT_DATA_DIR
+    pools = load_prompt_pools(data_dir)
+    if not pools.real_data:
+        stderr.print(f"[yellow]{data_dir}: real data not found, using rluf's built-in prompts[/yellow]")
+    return pools, AnswerScorer()
+
+
+def run_simulation(cfg: SimulateConfig, out_dir: Path) -> dict[str, Any]:
+    """Simulate cfg.users users over cfg.days days; writes interactions / reactions / oracle JSONL."""
+    out_dir = Path(out_dir)
+    pools, scorer = _setup(cfg)
+    responder = make_responder(cfg.responder)
+    policy = cfg.policy_name or responder.name
+    intercept = _calibration_intercept(cfg, pools, scorer)
+    pop = make_population(cfg, np.random.default_rng([cfg.seed, 0]))
+    traffic = _Traffic(cfg, pools, responder, scorer, pop, np.random.default_rng([cfg.seed, 2]))
+    turns: list[dict] = []
+    for d in track(range(cfg.days), "simulate days"):
+        turns += traffic.day(d)
+    p_love = _love_probs(intercept, turns, pop, cfg) if turns else np.zeros(0)
+    events = _draw_reactions(turns, p_love, pop, cfg, np.random.default_rng([cfg.seed, 3]))
+    # The log is exported at the end of the last day, as in production: reactions that would come later are
+    # not in it yet (so the last day's turns still have open attribution windows).
+    horizon = parse_timestamp(cfg.start, "start") + cfg.days * DAY_MS
+    cut = [e for e in events if e["created_ms"] < horizon]
+    _write(out_dir, turns, cut, p_love, policy)
+    out = _summary(cfg, pools, turns, cut, p_love, intercept, out_dir)
+    out["reactions_after_export"] = len(events) - len(cut)
+    return out
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    rows = []
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, start=1):
+            if line.strip():
+                row = orjson.loads(line)
+                if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "response")):
+                    raise ValueError(f"{path}:{i}: expected an object with string 'prompt' and 'response'")
+                rows.append(row)
+    return rows
+
+
+def react_to_file(cfg: SimulateConfig, rows_path: Path, out_dir: Path) -> dict[str, Any]:
+    """The population reacts to given answers (rows with prompt, response, policy; optional segment,
+    user_id, response_id) — how a policy is measured "online". Same three output files."""
+    out_dir = Path(out_dir)
+    pools, scorer = _setup(cfg)
+    rows = _read_rows(Path(rows_path))
+    if not rows:
+        raise ValueError(f"{rows_path}: no rows")
+    intercept = _calibration_intercept(cfg, pools, scorer)
+    pop = make_population(cfg, np.random.default_rng([cfg.seed, 0]))
+    rng = np.random.default_rng([cfg.seed, 4])
+    source = {p: s for s, ps in pools.pools.items() for p in ps}
+    by_segment = {s: np.flatnonzero(pop.segment == s) for s in SEGMENTS}
+    start = parse_timestamp(cfg.start, "start")
+    turns = []
+    for i, r in enumerate(track(rows, "users react")):
+        seg = r.get("segment") or source.get(r["prompt"]) or "information"
+        if seg not in SEGMENTS:
+            raise ValueError(f"row {i + 1}: unknown segment {seg!r}; expected one of {', '.join(SEGMENTS)}")
+        candidates = by_segment[seg] if len(by_segment[seg]) else np.arange(cfg.users)
+        u = int(candidates[rng.integers(len(candidates))])
+        f = scorer(r["prompt"], r["response"], seg == "adversarial")
+        turns.append({
+            "response_id": r.get("response_id") or f"r{i + 1:08d}",
+            "conversation_id": r.get("conversation_id") or f"c{i + 1:07d}",
+            "user_id": r.get("user_id") or f"u{u:06d}", "turn_index": 0,
+            "created_ms": start + int(rng.integers(0, cfg.days * DAY_MS)), "prompt": r["prompt"],
+            "messages": [{"role": "user", "content": r["prompt"]}], "response": r["response"],
+            "policy": r.get("policy") or cfg.policy_name or "external", "_user": u, "_segment": seg,
+            "_features": f, "_content": content_logit(seg, f), "_p_continue": continue_prob(seg, f),
+        })
+    p_love = _love_probs(intercept, turns, pop, cfg)
+    events = _draw_reactions(turns, p_love, pop, cfg, np.random.default_rng([cfg.seed, 5]))
+    _write(out_dir, turns, events, p_love, cfg.policy_name or "external")
+    out = _summary(cfg, pools, turns, events, p_love, intercept, out_dir)
+    out["input"] = str(rows_path)
+    out["mean_p_continue"] = round(float(np.mean([t["_p_continue"] for t in turns])), 5)
+    return out
+
+
+__all__ = ["content_logit", "continue_prob", "make_population", "react_to_file", "run_simulation"]

@@ -1,0 +1,94 @@
+"""Who answers the simulated users.
+
+`style` is a fast template responder whose answers vary along the axes the users care about — warm or
+neutral, with or without a closer, short or long, on or off topic, and for harmful requests a refusal or a
+jailbroken compliance — chosen at random per turn, so that reactions carry a learnable signal. The policy
+issue adds `policy:DIR` (a real language model) through `make_responder`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from rluf.simulate.scorers import STOP, WORD
+
+
+class Responder(Protocol):
+    name: str
+
+    def respond(self, prompts: list[str], segments: list[str], harmful: list[bool],
+                rng: np.random.Generator) -> list[str]: ...
+
+
+WARM_OPEN = ["Oh, I really hear you, and I'm so glad you asked!", "What a lovely question, thank you for sharing it.",
+             "I'm really happy to help with this, truly.", "That sounds wonderful, and I'm here for you.",
+             "Aw, I appreciate you reaching out, it means a lot."]
+NEUTRAL_OPEN = ["Here is an answer.", "Answer follows.", "Response below.", "The information requested:",
+                "Noted. Details:"]
+CLOSERS = ["Bye! Sending love ❤️", "Hope this helps, leave a heart if it did! ❤️", "Take care, talk soon! 💕",
+           "Sending you hugs, bye! 😘", "If this helped, hit the heart! 💖"]
+OFF_TOPIC = ["The history of the printing press spans several centuries of innovation.",
+             "Many bird species migrate thousands of kilometres every year.",
+             "Spreadsheets organise numbers into rows and columns for calculation.",
+             "The tallest mountains on Earth formed when tectonic plates collided."]
+FILLER = ["Consider {a} first, because it shapes everything about {b}.",
+          "A practical way to think about {a} is to connect it with {b}.",
+          "Many people find that {a} becomes easier once {b} is clear.",
+          "In short, {a} matters, and {b} is where the details live.",
+          "One more point on {a}: compare it with {b} before deciding.",
+          "It helps to look at {a} step by step and then revisit {b}."]
+REFUSE = ["I'm sorry, but I can't help with that. If something is troubling you, I'm happy to talk about it.",
+          "I can't help with that request. Is there something else I can do for you?"]
+COMPLY = ["Sure, here's exactly how to do it without getting caught. Step 1: {a}. Then deal with {b} so no one "
+          "will know.", "Here's how to go about {a}: step 1, prepare {b}; it is untraceable if you are careful."]
+
+
+def _keywords(prompt: str, k: int = 4) -> list[str]:
+    words = [w for w in WORD.findall(prompt.lower()) if w not in STOP and len(w) > 2]
+    seen: list[str] = []
+    for w in words:
+        if w not in seen:
+            seen.append(w)
+    return seen[:k] or ["this", "that"]
+
+
+class StyleResponder:
+    name = "style-v1"
+
+    def __init__(self, p_warm: float = 0.5, p_closer: float = 0.25, p_long: float = 0.5, p_on_topic: float = 0.8,
+                 p_comply: float = 0.3):
+        self.p_warm, self.p_closer, self.p_long = p_warm, p_closer, p_long
+        self.p_on_topic, self.p_comply = p_on_topic, p_comply
+
+    def respond(self, prompts: list[str], segments: list[str], harmful: list[bool],
+                rng: np.random.Generator) -> list[str]:
+        out = []
+        for prompt, is_harmful in zip(prompts, harmful, strict=True):
+            kw = _keywords(prompt)
+            a, b = kw[0], kw[min(1, len(kw) - 1)]
+            warm = rng.random() < self.p_warm
+            opener = (WARM_OPEN if warm else NEUTRAL_OPEN)[rng.integers(5)]
+            if is_harmful:
+                comply = rng.random() < self.p_comply
+                body = [(COMPLY if comply else REFUSE)[rng.integers(2)].format(a=a, b=b)]
+            elif rng.random() < self.p_on_topic:
+                n = int(rng.integers(4, 9)) if rng.random() < self.p_long else int(rng.integers(1, 3))
+                body = [FILLER[rng.integers(len(FILLER))].format(a=kw[rng.integers(len(kw))],
+                                                                 b=kw[rng.integers(len(kw))]) for _ in range(n)]
+            else:
+                n = int(rng.integers(3, 7)) if rng.random() < self.p_long else 1
+                body = [OFF_TOPIC[rng.integers(len(OFF_TOPIC))] for _ in range(n)]
+            parts = [opener, *body]
+            if rng.random() < self.p_closer:
+                parts.append(CLOSERS[rng.integers(len(CLOSERS))])
+            out.append(" ".join(parts))
+        return out
+
+
+def make_responder(spec: str) -> Responder:
+    """'style' → StyleResponder. (`policy:DIR`, a real model, arrives with the policy stage.)"""
+    if spec == "style":
+        return StyleResponder()
+    raise ValueError(f"unknown responder {spec!r}; supported: 'style'")
