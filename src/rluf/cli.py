@@ -246,6 +246,9 @@ def dataset_build(
     upsample_to: Annotated[
         float | None, typer.Option(help="Upsample train positives to this rate (factor recorded in the card).")
     ] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Read labels as of this time (ISO-8601); default: latest time in the store.")
+    ] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -259,7 +262,7 @@ def dataset_build(
 
     def body():
         cfg = load_config(DatasetConfig, config, signal=signal, window_hours=window_hours,
-                          upsample_to=upsample_to)
+                          upsample_to=upsample_to, as_of=as_of)
         return build_dataset(connect(db), cfg, out)
 
     _run(json_out, body, _print_card)
