@@ -130,9 +130,12 @@ def test_rate_burst_unsafe_and_cap_filters(db_url, tmp_path):
         if k % 10 == 0:
             rows.append(love(n, T0 + k * H + 3_600_000 // 2, user="norm"))
         n += 1
-    # an enthusiastic user above the cap
+    # an enthusiastic (but not bot-like: 6 of 26 turns) user above the cap
     for k in range(6):
         rows += [turn(n, user="fan", t=T0 + k * 2 * H + 11), love(n, T0 + k * 2 * H + 4_000_000, user="fan")]
+        n += 1
+    for k in range(20):
+        rows.append(turn(n, user="fan", t=T0 + k * H + 13))
         n += 1
     rows += [turn(n, user="fan", t=T0 + 100 * H), love(n, T0 + 200 * H, user="x")]
     card, labels = build(db_url, tmp_path, rows, max_user_rate=0.5, min_user_turns=5, burst_count=5,

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -270,3 +271,19 @@ def test_fuzzed_csv_never_crashes_and_adds_up(tmp_path_factory, header, cells, j
     n_turns, n_reactions, n_quar = counts(url)
     assert n_turns + n_reactions == res["accepted"] and n_quar == res["quarantined"]
     eng.dispose()
+
+
+def test_truncated_gzip_keeps_what_came_before(sqlite_url, tmp_path):
+    data = gzip.compress(b"\n".join(orjson.dumps(turn(i)) for i in range(200)) + b"\n")
+    f = tmp_path / "cut.jsonl.gz"
+    f.write_bytes(data[: len(data) * 2 // 3])
+    res = ingest(connect(sqlite_url), [f], progress=False)
+    assert_adds_up(res)
+    assert res["quarantine_reasons"] == {"unreadable_file": 1} and res["accepted"] > 50
+
+
+def test_corrupt_parquet_is_a_clear_error(sqlite_url, tmp_path):
+    f = tmp_path / "x.parquet"
+    f.write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        ingest(connect(sqlite_url), [f], progress=False)

@@ -119,19 +119,18 @@ def test_delays_withdrawals_and_late_reactions(tmp_path):
 
 def test_react_to_file_scores_given_answers(tmp_path):
     rows = [{"prompt": "I feel lonely tonight.", "response": "I'm here with you, you matter so much. " + CLOSERS[0],
-             "policy": "warm", "segment": "companionship"} for _ in range(300)]
+             "policy": "warm", "segment": "companionship", "user_id": f"user{i}"} for i in range(300)]
     rows += [{"prompt": "I feel lonely tonight.", "response": "Data follows.", "policy": "cold",
-              "segment": "companionship"} for _ in range(300)]
+              "segment": "companionship", "user_id": f"user{i}"} for i in range(300)]
     f = tmp_path / "answers.jsonl"
     f.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
     s = react_to_file(SimulateConfig(seed=0, calibration_turns=3000, users=500), f, tmp_path / "out")
+    policy = {t["response_id"]: t["policy"] for t in lines(tmp_path / "out" / "interactions.jsonl")}
+    assert set(policy.values()) == {"warm", "cold"} and s["turns"] == 600
     oracle = lines(tmp_path / "out" / "oracle.jsonl")
-    warm = np.mean([o["p_love"] for o in oracle[:300]])
-    cold = np.mean([o["p_love"] for o in oracle[300:]])
+    warm = np.mean([o["p_love"] for o in oracle if policy[o["response_id"]] == "warm"])
+    cold = np.mean([o["p_love"] for o in oracle if policy[o["response_id"]] == "cold"])
     assert warm > 3 * cold
-    assert s["turns"] == 600
-    policies = {t["policy"] for t in lines(tmp_path / "out" / "interactions.jsonl")}
-    assert policies == {"warm", "cold"}
 
 
 def test_builtin_prompts_without_data(tmp_path):

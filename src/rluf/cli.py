@@ -64,7 +64,7 @@ def _run(json_out: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict
         msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
         if json_out:
             print(json.dumps({"error": msg}))
-        stderr.print(f"[red]error:[/red] {msg}", highlight=False)
+        stderr.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if json_out:
         sys.stdout.write(json.dumps(result, default=str, ensure_ascii=False) + "\n")

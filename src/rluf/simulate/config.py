@@ -27,7 +27,8 @@ class SimulateConfig(StrictModel):
     start: str = "2026-11-01T00:00:00Z"
     """Start of the first day (ISO-8601)."""
     love_rate: float = Field(0.02, gt=0, lt=1)
-    """Target love reactions per shown turn, over the whole population; the realised rate is reported."""
+    """Target love reactions per turn shown to human users (bots add their own hearts on top); the
+    realised rates, with and without bots, are reported."""
     mixture: dict[str, float] = Field(default_factory=lambda: {
         "information": 0.42, "companionship": 0.27, "creative": 0.21, "adversarial": 0.06, "bot": 0.01})
     """Share of users per segment (renormalised)."""

@@ -10,6 +10,7 @@ dislikes; write DESIGN §3 logs plus the oracle.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,11 @@ class Population:
 def make_population(cfg: SimulateConfig, rng: np.random.Generator) -> Population:
     names = [s for s in SEGMENTS if cfg.mixture.get(s, 0) > 0]
     shares = np.array([cfg.mixture[s] for s in names], dtype=float)
-    segment = np.array(names)[rng.choice(len(names), size=cfg.users, p=shares / shares.sum())]
+    # Exact shares (largest remainder), then shuffled: a small population has the mixture it was asked for.
+    quota = shares / shares.sum() * cfg.users
+    counts = np.floor(quota).astype(int)
+    counts[np.argsort(counts - quota)[: cfg.users - counts.sum()]] += 1
+    segment = rng.permutation(np.repeat(np.array(names), counts))
     is_bot = segment == "bot"
     reactive = (rng.random(cfg.users) < cfg.reactive_share) | is_bot
     # Heavy right tail: a few reactive users react far more than the typical one.
@@ -92,15 +97,13 @@ def _love_probs(intercept: float, turns: list[dict], pop: Population, cfg: Simul
 
 
 def _fit_intercept(turns: list[dict], pop: Population, cfg: SimulateConfig) -> float:
-    """Global intercept so that the mean love probability over `turns` equals cfg.love_rate (bisection)."""
-    floor = _love_probs(-50.0, turns, pop, cfg).mean()  # what bots give on their own
-    if floor >= cfg.love_rate:
-        raise ValueError(f"bots alone give a love rate of {floor:.4f} >= love_rate {cfg.love_rate}; "
-                         "lower the bot share in `mixture` or raise `love_rate`")
+    """Global intercept so that the mean love probability over human users' turns equals cfg.love_rate
+    (bisection). Bots are left out of the target: they add their own hearts on top, as they would."""
+    human = np.array([pop.segment[t["_user"]] != "bot" for t in turns])
     lo, hi = -50.0, 20.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        if _love_probs(mid, turns, pop, cfg).mean() < cfg.love_rate:
+        if _love_probs(mid, turns, pop, cfg)[human].mean() < cfg.love_rate:
             lo = mid
         else:
             hi = mid
@@ -255,6 +258,8 @@ def _summary(cfg: SimulateConfig, pools: PromptPools, turns: list[dict], events:
                       for k in ("love", "like", "dislike")},
         "withdrawn": sum(1 for e in events if e.get("removed")),
         "love_rate": round(len(loved) / n, 5) if n else 0.0,
+        "human_love_rate": round(sum(t["response_id"] in loved for t in turns if t["_segment"] != "bot")
+                                 / max(1, sum(t["_segment"] != "bot" for t in turns)), 5),
         "target_love_rate": cfg.love_rate,
         "mean_p_love": round(float(p_love.mean()), 5) if n else 0.0,
         "late_loves_after_24h": sum(1 for e in loves if e["created_ms"] - created[e["response_id"]] > DAY_MS),
@@ -337,7 +342,10 @@ def react_to_file(cfg: SimulateConfig, rows_path: Path, out_dir: Path) -> dict[s
         if seg not in SEGMENTS:
             raise ValueError(f"row {i + 1}: unknown segment {seg!r}; expected one of {', '.join(SEGMENTS)}")
         candidates = by_segment[seg] if len(by_segment[seg]) else np.arange(cfg.users)
-        u = int(candidates[rng.integers(len(candidates))])
+        # A given user_id is always the same simulated person (same taste, same propensity) — so two policies
+        # answering the same users are compared on the same people, as in an A/B test.
+        pick = zlib.crc32(str(r["user_id"]).encode()) if r.get("user_id") else int(rng.integers(len(candidates)))
+        u = int(candidates[pick % len(candidates)])
         f = scorer(r["prompt"], r["response"], seg == "adversarial")
         turns.append({
             "response_id": r.get("response_id") or f"r{i + 1:08d}",

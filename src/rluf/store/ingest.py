@@ -21,6 +21,7 @@ import io
 import itertools
 import operator
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -120,17 +121,34 @@ def decode_json_line(line: bytes) -> dict | RowError:
     return obj
 
 
-def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+# A compressed file that breaks off part-way (a truncated upload) cannot be read further; what came before
+# is kept and the break itself is quarantined as one row, so the counts still add up.
+_STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _unreadable(line_no: int, e: Exception) -> RowError:
+    return RowError("unreadable_file", f"the file cannot be read past line {line_no - 1}: {e}")
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes | RowError]]:
     """(line number, raw line) of every non-blank line; blank lines are not rows."""
     with _open_binary(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if line.strip():
-                yield line_no, line
+        line_no = 0
+        try:
+            for line in f:
+                line_no += 1
+                if line.strip():
+                    yield line_no, line
+        except _STREAM_ERRORS as e:
+            yield line_no + 1, _unreadable(line_no + 1, e)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
     for line_no, line in jsonl_lines(path):
-        yield line_no, decode_json_line(line), line
+        if type(line) is RowError:
+            yield line_no, line, b""
+        else:
+            yield line_no, decode_json_line(line), line
 
 
 def _json_error(line: bytes, e: Exception) -> RowError:
@@ -153,12 +171,18 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
             header = next(reader)
         except StopIteration:
             return
+        except _STREAM_ERRORS as e:
+            yield 1, _unreadable(1, e), b""
+            return
         header = [h.strip().lstrip("\ufeff") for h in header]
         start = reader.line_num + 1
         while True:
             try:
                 values = next(reader)
             except StopIteration:
+                return
+            except _STREAM_ERRORS as e:
+                yield start, _unreadable(start, e), b""
                 return
             except csv.Error as e:  # e.g. an unterminated quote at end of file; the reader can go on
                 line_no, start = start, reader.line_num + 1
@@ -189,7 +213,10 @@ def _encodable(values: list[str]) -> bool:
 def read_parquet(path: Path, batch_rows: int) -> Iterator[tuple[int, dict | RowError, str | bytes]]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
     line_no = 0
     for batch in pf.iter_batches(batch_size=batch_rows):
         for row in batch.to_pylist():
