@@ -37,5 +37,6 @@ def run_demo(out: Path, users: int = 3000, days: int = 7, seed: int = 0,
     ing = ingest(engine, [sim_dir / "interactions.jsonl", sim_dir / "reactions.jsonl"])
 
     stderr.print("[bold]3/3 labelled set[/bold] (signal love)")
-    card = build_dataset(engine, DatasetConfig(signal="love"), out / "dataset")
+    # Positives upsampled to 10 % as the paper trains; the factor in the card undoes it for P[Love].
+    card = build_dataset(engine, DatasetConfig(signal="love", upsample_to=0.1), out / "dataset")
     return {"out": str(out), "db": db_url, "simulate": sim, "ingest": ing, "card": card}

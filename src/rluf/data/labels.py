@@ -345,7 +345,7 @@ def build_dataset(engine: Engine, cfg: DatasetConfig, out_dir: Path) -> dict[str
         "boundaries": {"validation_start": splits_card["validation"]["start"],
                        "test_start": splits_card["test"]["start"]},
         **up,
-        "prior_correction_logit": -math.log(up["upsample_factor"]),
+        "prior_correction_logit": 0.0 - math.log(up["upsample_factor"]),
         "config": cfg.model_dump(mode="json"),
     }
     # Every labelled turn is accounted for: kept + dropped by a filter + deduplicated.
