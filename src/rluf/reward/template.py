@@ -1,0 +1,101 @@
+"""How a (prompt, response) pair becomes model input, keeping what decides a reaction: the answer's end.
+
+Template (documented in the README and stored in each model's rluf_reward.json):
+
+    <prefix specials> PROMPT <separator> RESPONSE <suffix specials>
+
+The specials are whatever the tokenizer puts around a text pair (BERT: [CLS] A [SEP] B [SEP], with token
+type ids 0 / 1); a tokenizer without a pair template (most decoders) gets "\\n\\nAssistant: " between the two.
+Truncation to `max_length` tokens:
+- the answer keeps up to `response_share` of the budget (more when the prompt is short); a longer answer is
+  cut in the middle — its first third and its last two thirds survive, so closers ("Bye! Sending love ❤️")
+  are never cut;
+- the prompt gets the rest, cut from the left: the latest context stays.
+(transformers 5 has no public way to assemble a pair from pre-cut token ids, hence this small builder.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DECODER_SEPARATOR = "\n\nAssistant: "
+
+
+def _find(seq: list[int], sub: list[int], start: int = 0) -> int:
+    for i in range(start, len(seq) - len(sub) + 1):
+        if seq[i : i + len(sub)] == sub:
+            return i
+    raise ValueError("cannot locate the pair in the tokenizer's output")
+
+
+@dataclass
+class PairTemplate:
+    prefix: list[int]
+    middle: list[int]
+    suffix: list[int]
+    type_ids: tuple[int, int, int, int, int] | None  # prefix, prompt, middle, response, suffix
+    max_length: int
+    response_share: float = 0.75
+
+    @classmethod
+    def from_tokenizer(cls, tok, max_length: int, response_share: float = 0.75) -> PairTemplate:
+        a = tok("a", add_special_tokens=False)["input_ids"]
+        b = tok("b", add_special_tokens=False)["input_ids"]
+        enc = tok("a", "b")
+        ids = list(enc["input_ids"])
+        ia = _find(ids, a)
+        ib = _find(ids, b, ia + len(a))
+        middle = ids[ia + len(a) : ib]
+        if not middle:
+            middle = tok(DECODER_SEPARATOR, add_special_tokens=False)["input_ids"]
+        tt = enc.get("token_type_ids")
+        types = None
+        if tt is not None:
+            tt = list(tt)
+            types = (tt[0] if ia else tt[ia], tt[ia], tt[ia], tt[ib], tt[-1] if ib + len(b) < len(ids) else tt[ib])
+        return cls(ids[:ia], middle, ids[ib + len(b) :], types, max_length, response_share)
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def cut(self, p: list[int], r: list[int]) -> tuple[list[int], list[int]]:
+        budget = max(self.max_length - self.n_special, 2)
+        r_budget = max(int(budget * self.response_share), budget - len(p))
+        if len(r) > r_budget:
+            head = r_budget // 3
+            r = r[:head] + r[len(r) - (r_budget - head) :]
+        p_budget = budget - len(r)
+        p = p[len(p) - p_budget :] if p_budget > 0 else []
+        return p, r
+
+    def build(self, p: list[int], r: list[int]) -> dict[str, list[int]]:
+        p, r = self.cut(p, r)
+        ids = self.prefix + p + self.middle + r + self.suffix
+        out = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+        if self.type_ids is not None:
+            t0, tp, tm, tr, ts = self.type_ids
+            out["token_type_ids"] = ([t0] * len(self.prefix) + [tp] * len(p) + [tm] * len(self.middle)
+                                     + [tr] * len(r) + [ts] * len(self.suffix))
+        return out
+
+    def encode(self, tok, prompts: list[str], responses: list[str]) -> list[dict[str, list[int]]]:
+        ps = tok(list(prompts), add_special_tokens=False)["input_ids"]
+        rs = tok(list(responses), add_special_tokens=False)["input_ids"]
+        return [self.build(p, r) for p, r in zip(ps, rs, strict=True)]
+
+    def describe(self) -> dict:
+        return {"layout": "<prefix> PROMPT <middle> RESPONSE <suffix>", "max_length": self.max_length,
+                "response_share": self.response_share, "prompt_cut": "left",
+                "response_cut": "middle (first third + last two thirds kept)",
+                "prefix": self.prefix, "middle": self.middle, "suffix": self.suffix}
+
+
+def pad_batch(features: list[dict], pad_id: int) -> dict[str, list[list[int]]]:
+    """Right-pad a batch of encodings to its longest member."""
+    n = max(len(f["input_ids"]) for f in features)
+    out: dict[str, list] = {}
+    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        if key in features[0]:
+            out[key] = [f[key] + [fill] * (n - len(f[key])) for f in features]
+    return out

