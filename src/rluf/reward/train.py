@@ -147,7 +147,8 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
         load_best_model_at_end=True, metric_for_best_model="auroc", greater_is_better=True,
         save_total_limit=2, report_to=cfg.report_to, bf16=cfg.bf16, remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False, **eval_kw,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(), **eval_kw,
     )
     trainer = _trainer_class()(
         model=model, args=args, data_collator=_collator(tok.pad_token_id),
