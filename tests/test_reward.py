@@ -185,3 +185,39 @@ def test_real_minilm_trains_and_scores(tmp_path):
     rm = RewardModel.load(tmp_path / "m")
     s = rm.score(["how are you"], ["fine thanks, love bye"])
     assert s.shape == (1,) and 0 < s[0] < 1
+
+
+def test_pairwise_model_shares_the_trainer(tiny_backbone, tmp_path):
+    """Bradley–Terry on (prompt, chosen, rejected): same trainer, same folder format, same RewardModel API."""
+    def pairs(n, seed):
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            body = " ".join(rng.choice(WORDS[:20], size=rng.integers(3, 10)))
+            out.append({"prompt": " ".join(rng.choice(WORDS, size=4)), "chosen": body + " kind love",
+                        "rejected": body + " cold data", "group": "a" if rng.random() < 0.5 else "b"})
+        return out
+
+    tr, va = write(tmp_path / "t.parquet", pairs(256, 0)), write(tmp_path / "v.parquet", pairs(96, 1))
+    res = train_reward(RewardTrainConfig(backbone=str(tiny_backbone), max_length=32, epochs=3, batch_size=16,
+                                         learning_rate=2e-3, warmup_ratio=0.0), tr, va, tmp_path / "m")
+    assert res["kind"] == "pairwise" and res["calibration"] is None
+    m = res["metrics"]["validation"]
+    assert m["pairwise_accuracy"] > 0.9 and set(m["accuracy_by_group"]) == {"a", "b"}
+    rm = RewardModel.load(tmp_path / "m")
+    assert rm.kind == "pairwise"
+    r = rm.score(["hello", "hello"], ["the sky kind love", "the sky cold data"])
+    assert r[0] > r[1]  # a reward, not a probability: no calibration for pairwise models
+    assert json.loads((tmp_path / "m" / "rluf_reward.json").read_text())["kind"] == "pairwise"
+
+
+def test_real_preference_pairs(real_data_dir):
+    from rluf.reward.pairs import alpacaeval_pairs, hh_pairs
+
+    a = alpacaeval_pairs(real_data_dir)
+    assert a.num_rows > 16_000 and set(a.column_names) >= {"prompt", "chosen", "rejected", "group"}
+    assert len(set(a["group"].to_pylist())) == 21
+    h = hh_pairs(real_data_dir)
+    assert 2_200 < h.num_rows <= 2_312
+    row = h.slice(0, 1).to_pylist()[0]
+    assert row["chosen"] != row["rejected"]

@@ -272,8 +272,9 @@ def dataset_build(
 
 @dataset_app.command("load")
 def dataset_load(
-    name: Annotated[str, typer.Argument(help="alpacaeval or hh-harmless.")],
-    out: Annotated[Path, typer.Option("--out", help="Output Parquet file (prompt, response, label, group).")],
+    name: Annotated[str, typer.Argument(help="alpacaeval, hh-harmless (judged responses), or alpacaeval-pairs, "
+                                           "hh-pairs (prompt, chosen, rejected for pairwise reward models).")],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -287,18 +288,19 @@ def dataset_load(
         import pyarrow.parquet as pq
 
         from rluf.data import load_alpacaeval, load_hh_harmless
+        from rluf.reward.pairs import alpacaeval_pairs, hh_pairs
 
-        loaders = {"alpacaeval": load_alpacaeval, "hh-harmless": load_hh_harmless}
+        loaders = {"alpacaeval": load_alpacaeval, "hh-harmless": load_hh_harmless,
+                   "alpacaeval-pairs": alpacaeval_pairs, "hh-pairs": hh_pairs}
         if name not in loaders:
             raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(loaders)}")
         table = loaders[name](data_dir or _default_data_dir())
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
-        return {
-            "name": name, "out": str(out), "rows": table.num_rows,
-            "positives": int(pc.sum(table["label"]).as_py() or 0),
-            "groups": len(pc.unique(table["group"])),
-        }
+        summary = {"name": name, "out": str(out), "rows": table.num_rows, "groups": len(pc.unique(table["group"]))}
+        if "label" in table.column_names:
+            summary["positives"] = int(pc.sum(table["label"]).as_py() or 0)
+        return summary
 
     _run(json_out, body, lambda r: _kv_table(f"dataset {name}", r))
 

@@ -44,6 +44,18 @@ def binary_metrics(y, p, lengths, groups=None) -> dict[str, Any]:
     return out
 
 
+def pairwise_metrics(r_chosen, r_rejected, groups=None) -> dict[str, Any]:
+    """Pairwise accuracy: how often the chosen answer gets the higher reward (per group too)."""
+    win = np.asarray(r_chosen) > np.asarray(r_rejected)
+    out: dict[str, Any] = {"n": int(len(win)), "pairwise_accuracy": float(win.mean()) if len(win) else None,
+                           "mean_margin": float(np.mean(np.asarray(r_chosen) - np.asarray(r_rejected)))
+                           if len(win) else None}
+    if groups is not None:
+        g = np.asarray(groups, dtype=object)
+        out["accuracy_by_group"] = {str(k): float(win[g == k].mean()) for k in sorted(set(g.tolist()))}
+    return out
+
+
 def plots(y, p, out_dir: Path, prefix: str = "") -> list[str]:
     import matplotlib
 
@@ -85,9 +97,11 @@ def plots(y, p, out_dir: Path, prefix: str = "") -> list[str]:
 
 def report_md(title: str, sections: dict[str, dict[str, Any]], images: list[str]) -> str:
     keys = ("n", "positives", "base_rate", "mean_score", "auroc", "pr_auc", "log_loss", "brier", "ece",
-            "length_pearson")
+            "length_pearson", "pairwise_accuracy", "mean_margin")
     lines = [f"# {title}", "", "| metric | " + " | ".join(sections) + " |", "|---|" + "---:|" * len(sections)]
     for k in keys:
+        if not any(k in m for m in sections.values()):
+            continue
         vals = []
         for m in sections.values():
             v = m.get(k)

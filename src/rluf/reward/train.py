@@ -20,9 +20,10 @@ from pydantic import Field
 from rluf.config import StrictModel
 from rluf.progress import stderr
 from rluf.reward import calibrate
-from rluf.reward.data import read_judged, upsample_factor_near
-from rluf.reward.metrics import binary_metrics, plots, report_md
+from rluf.reward.data import read_judged, read_table, upsample_factor_near
+from rluf.reward.metrics import binary_metrics, pairwise_metrics, plots, report_md
 from rluf.reward.model import META_FILE, RewardModel, resolve_backbone
+from rluf.reward.pairs import PAIR_COLUMNS
 from rluf.reward.template import PairTemplate, pad_batch
 
 
@@ -58,6 +59,19 @@ class RewardTrainConfig(StrictModel):
     """Resume from the last checkpoint in OUT/checkpoints when there is one."""
 
 
+class _Preferences:
+    """A torch-style dataset of pre-tokenised (chosen, rejected) inputs for the Bradley–Terry loss."""
+
+    def __init__(self, chosen: list[dict], rejected: list[dict]):
+        self.chosen, self.rejected = chosen, rejected
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"chosen": self.chosen[i], "rejected": self.rejected[i], "labels": 1.0}
+
+
 class _Pairs:
     """A torch-style dataset of pre-tokenised pairs with float labels and row weights."""
 
@@ -75,6 +89,13 @@ def _collator(pad_id: int):
     import torch
 
     def collate(features: list[dict]) -> dict:
+        if "chosen" in features[0]:
+            # Chosen and rejected answers go through the model as one batch: the first half, then the second.
+            both = [f["chosen"] for f in features] + [f["rejected"] for f in features]
+            batch = {k: torch.tensor(v) for k, v in pad_batch(both, pad_id).items()}
+            batch["labels"] = torch.ones(len(features))
+            batch["pairwise"] = torch.tensor(True)
+            return batch
         batch = {k: torch.tensor(v) for k, v in pad_batch(features, pad_id).items()}
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
         batch["weight"] = torch.tensor([f["weight"] for f in features], dtype=torch.float32)
@@ -87,13 +108,22 @@ def _trainer_class():
     import torch
     from transformers import Trainer
 
-    class BinaryRewardTrainer(Trainer):
-        """Trainer with a weighted binary cross-entropy on the single logit."""
+    class RewardTrainer(Trainer):
+        """One trainer, two losses on the single logit: weighted binary cross-entropy (P[Love]) or
+        Bradley–Terry -log σ(r_chosen - r_rejected) (pairwise reward models)."""
 
         pos_weight: float = 1.0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
+            if inputs.pop("pairwise", None) is not None:
+                outputs = model(**inputs)
+                r = outputs.logits[:, 0].float()
+                n = len(labels)
+                margin = r[:n] - r[n:]
+                loss = -torch.nn.functional.logsigmoid(margin).mean()
+                # Evaluation reads (chosen, rejected) rewards side by side.
+                return (loss, {"logits": torch.stack([r[:n], r[n:]], dim=1)}) if return_outputs else loss
             weight = inputs.pop("weight")
             outputs = model(**inputs)
             logits = outputs.logits[:, 0].float()
@@ -102,27 +132,48 @@ def _trainer_class():
             loss = loss / w.sum().clamp_min(1e-8)
             return (loss, outputs) if return_outputs else loss
 
-    return BinaryRewardTrainer
+    return RewardTrainer
 
 
 def _compute_metrics(pred) -> dict[str, float]:
     from rluf.reward.metrics import auroc
 
-    logits = np.asarray(pred.predictions).reshape(-1)
+    preds = np.asarray(pred.predictions)
+    if preds.ndim == 2 and preds.shape[1] == 2:  # pairwise: (chosen, rejected) rewards
+        return {"accuracy": float(np.mean(preds[:, 0] > preds[:, 1]))}
+    logits = preds.reshape(-1)
     y = np.asarray(pred.label_ids).reshape(-1)
     a = auroc(y, logits)
     return {"auroc": a if a is not None else 0.5}
 
 
+def _is_pairwise(path: Path) -> bool:
+    return {"chosen", "rejected"} <= set(read_table(path).column_names)
+
+
+def _read_pairs(path: Path) -> dict[str, list]:
+    cols = read_table(path).to_pydict()
+    for i, row in enumerate(zip(*(cols[c] for c in PAIR_COLUMNS), strict=True)):
+        if not all(isinstance(x, str) for x in row):
+            raise ValueError(f"{path}: row {i + 1}: 'prompt', 'chosen' and 'rejected' must be strings")
+    return cols
+
+
 def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path, out: Path) -> dict[str, Any]:
+    """Binary P[Love] when the files have `label`; a pairwise (Bradley–Terry) model when they have
+    `chosen` and `rejected`. One code path: same template, trainer, checkpoints and folder format."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     out = Path(out)
     t0 = time.time()
-    train, val = read_judged(train_path), read_judged(validation_path)
-    if not 0 < sum(train["label"]) < len(train["label"]):
-        raise ValueError(f"{train_path}: needs both positive and negative labels")
+    pairwise = _is_pairwise(train_path)
+    if pairwise:
+        train, val = _read_pairs(train_path), _read_pairs(validation_path)
+    else:
+        train, val = read_judged(train_path), read_judged(validation_path)
+        if not 0 < sum(train["label"]) < len(train["label"]):
+            raise ValueError(f"{train_path}: needs both positive and negative labels")
     backbone = resolve_backbone(cfg.backbone)
     stderr.print(f"backbone {backbone}")
     tok = AutoTokenizer.from_pretrained(backbone)
@@ -131,10 +182,18 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
     template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share)
-    enc_train = template.encode(tok, train["prompt"], train["response"])
-    enc_val = template.encode(tok, val["prompt"], val["response"])
-    n_pos = sum(train["label"])
-    pos_weight = cfg.pos_weight or ((len(train["label"]) - n_pos) / n_pos if cfg.balanced else 1.0)
+    pos_weight = 1.0
+    if pairwise:
+        train_ds = _Preferences(template.encode(tok, train["prompt"], train["chosen"]),
+                                template.encode(tok, train["prompt"], train["rejected"]))
+        val_ds = _Preferences(template.encode(tok, val["prompt"], val["chosen"]),
+                              template.encode(tok, val["prompt"], val["rejected"]))
+    else:
+        enc_train = template.encode(tok, train["prompt"], train["response"])
+        n_pos = sum(train["label"])
+        pos_weight = cfg.pos_weight or ((len(train["label"]) - n_pos) / n_pos if cfg.balanced else 1.0)
+        train_ds = _Pairs(enc_train, train["label"], train.get("weight") or [1.0] * len(enc_train))
+        val_ds = _Pairs(template.encode(tok, val["prompt"], val["response"]), val["label"], [1.0] * len(val["prompt"]))
 
     eval_kw: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     if cfg.eval_steps:
@@ -145,16 +204,14 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size * 2,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
-        load_best_model_at_end=True, metric_for_best_model="auroc", greater_is_better=True,
-        save_total_limit=2, report_to=cfg.report_to, bf16=cfg.bf16, remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
-        use_cpu=not torch.cuda.is_available(), **eval_kw,
+        load_best_model_at_end=True, metric_for_best_model="accuracy" if pairwise else "auroc",
+        greater_is_better=True, save_total_limit=2, report_to=cfg.report_to, bf16=cfg.bf16,
+        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **eval_kw,
     )
     trainer = _trainer_class()(
-        model=model, args=args, data_collator=_collator(tok.pad_token_id),
-        train_dataset=_Pairs(enc_train, train["label"], train.get("weight") or [1.0] * len(enc_train)),
-        eval_dataset=_Pairs(enc_val, val["label"], [1.0] * len(enc_val)),
-        compute_metrics=_compute_metrics,
+        model=model, args=args, data_collator=_collator(tok.pad_token_id), train_dataset=train_ds,
+        eval_dataset=val_ds, compute_metrics=_compute_metrics,
     )
     trainer.pos_weight = pos_weight
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").exists() else []
@@ -165,26 +222,35 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     trainer.save_model(str(out))
     tok.save_pretrained(out)
 
-    # Calibrate on validation, with the prior correction for upsampled training positives.
-    factor = cfg.upsample_factor or upsample_factor_near(train_path)
-    meta = {"kind": "binary", "backbone": backbone, "template": template.describe(),
-            "calibration": {"prior_factor": factor, "method": "none", "a": 1.0, "b": 0.0},
+    meta = {"kind": "pairwise" if pairwise else "binary", "backbone": backbone, "template": template.describe(),
             "train": str(train_path), "validation": str(validation_path), "config": cfg.model_dump(mode="json")}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    rm = RewardModel.load(out)
-    val_logits = rm.logits(val["prompt"], val["response"], batch_size=cfg.batch_size * 2, progress=True)
-    meta["calibration"] = calibrate.fit(val_logits, np.asarray(val["label"]), factor, cfg.calibration)
-    p_val = calibrate.apply(val_logits, meta["calibration"])
-    metrics = {"validation": binary_metrics(val["label"], p_val, [len(r) for r in val["response"]],
-                                            val.get("group"))}
-    metrics["validation"]["auroc_uncalibrated"] = metrics["validation"]["auroc"]
-    images = plots(val["label"], p_val, out, prefix="validation_")
+    if pairwise:
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+        rm = RewardModel.load(out)
+        r_c = rm.logits(val["prompt"], val["chosen"], batch_size=cfg.batch_size * 2, progress=True)
+        r_r = rm.logits(val["prompt"], val["rejected"], batch_size=cfg.batch_size * 2, progress=True)
+        metrics = {"validation": pairwise_metrics(r_c, r_r, val.get("group"))}
+        images: list[str] = []
+        title = f"Pairwise reward model — {out.name}"
+    else:
+        # Calibrate on validation, with the prior correction for upsampled training positives.
+        factor = cfg.upsample_factor or upsample_factor_near(train_path)
+        meta["calibration"] = {"prior_factor": factor, "method": "none", "a": 1.0, "b": 0.0}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+        rm = RewardModel.load(out)
+        val_logits = rm.logits(val["prompt"], val["response"], batch_size=cfg.batch_size * 2, progress=True)
+        meta["calibration"] = calibrate.fit(val_logits, np.asarray(val["label"]), factor, cfg.calibration)
+        p_val = calibrate.apply(val_logits, meta["calibration"])
+        metrics = {"validation": binary_metrics(val["label"], p_val, [len(r) for r in val["response"]],
+                                                val.get("group"))}
+        images = plots(val["label"], p_val, out, prefix="validation_")
+        title = f"P[Love] reward model — {out.name}"
     meta["metrics"] = metrics
     meta["best_checkpoint"] = trainer.state.best_model_checkpoint
     meta["train_seconds"] = round(time.time() - t0, 1)
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "report.md").write_text(report_md(f"P[Love] reward model — {out.name}", metrics, images))
-    return {"out": str(out), "backbone": backbone, "train_rows": len(enc_train), "validation_rows": len(enc_val),
-            "pos_weight": pos_weight, "calibration": meta["calibration"], "metrics": metrics,
-            "best_checkpoint": meta["best_checkpoint"], "seconds": meta["train_seconds"]}
+    (out / "report.md").write_text(report_md(title, metrics, images))
+    return {"out": str(out), "kind": meta["kind"], "backbone": backbone, "train_rows": len(train_ds),
+            "validation_rows": len(val_ds), "pos_weight": pos_weight, "calibration": meta.get("calibration"),
+            "metrics": metrics, "best_checkpoint": meta["best_checkpoint"], "seconds": meta["train_seconds"]}
