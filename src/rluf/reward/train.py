@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import Field
 
 from rluf.config import StrictModel
@@ -148,7 +149,22 @@ def _compute_metrics(pred) -> dict[str, float]:
 
 
 def _is_pairwise(path: Path) -> bool:
-    return {"chosen", "rejected"} <= set(read_table(path).column_names)
+    """Preference pairs (chosen, rejected) or judged responses (label)? Reads only the schema / first row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(path).names)
+    else:
+        with open(path, "rb") as f:
+            first = next((line for line in f if line.strip()), b"{}")
+        try:
+            names = set(orjson.loads(first))
+        except (orjson.JSONDecodeError, TypeError):
+            names = set()
+    return {"chosen", "rejected"} <= names
 
 
 def _read_pairs(path: Path) -> dict[str, list]:
