@@ -166,6 +166,7 @@ class _Traffic:
 def _calibration_intercept(cfg: SimulateConfig, pools: PromptPools, scorer: AnswerScorer) -> float:
     """The intercept is fitted on the style responder's traffic for this population, not on the run's own
     answers: a better responder then really does get more hearts."""
+    stderr.print(f"fitting the love-rate intercept on {cfg.calibration_turns:,} reference turns")
     rng = np.random.default_rng([cfg.seed, 1])
     pop = make_population(cfg, np.random.default_rng([cfg.seed, 0]))
     traffic = _Traffic(cfg, pools, StyleResponder(), scorer, pop, rng)
