@@ -192,7 +192,9 @@ def simulate(
     users: Annotated[int | None, typer.Option(help="Number of simulated users.")] = None,
     days: Annotated[int | None, typer.Option(help="Days of traffic.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same files).")] = None,
-    responder: Annotated[str | None, typer.Option(help="Who answers: 'style' (fast template responder).")] = None,
+    responder: Annotated[str | None, typer.Option(
+        help="Who answers: style (fast template responder) or policy:DIR (a real model; policy:default = SmolLM2)."
+    )] = None,
     love_rate: Annotated[float | None, typer.Option(help="Target love reactions per shown turn.")] = None,
     responses: Annotated[
         Path | None,

@@ -297,10 +297,10 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     model.train()
     try:
         for step in range(start, cfg.max_steps):
-            step_t = time.perf_counter()
             for task in tasks:
+                task_t = time.perf_counter()
                 row = run_task_step(cfg, task, model, ref, tok, pad, refs, sampling, reference_answers, rng)
-                row.update(step=step + 1, task=task.cfg.name, seconds=round(time.perf_counter() - step_t, 2))
+                row.update(step=step + 1, task=task.cfg.name, seconds=round(time.perf_counter() - task_t, 2))
                 log_writer.writerow({k: row.get(k, "") for k in columns})
                 last[task.cfg.name] = row
                 for w in writers:
@@ -345,9 +345,12 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
     prompts = task.next_batch(rng)
     refs.ensure(prompts, reference_answers, task.rewards)
     p_ids = encode_prompts(tok, prompts, cfg.max_prompt_tokens)
+    t0 = time.perf_counter()
     s = sample(model, tok, p_ids, tc.k, sampling)
+    t1 = time.perf_counter()
     flat_prompts = [prompts[i] for i in s.prompt_index]
     total, per, passed, rates = score(task, refs, flat_prompts, s.texts)
+    t2 = time.perf_counter()
     prompt_rows = [p_ids[i] for i in s.prompt_index]
     answers = answer_ids_of(s)
     stats: dict[str, float] = {}
@@ -412,6 +415,7 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
             stats.update(st)
     if loss is not None:
         (loss * tc.weight / cfg.grad_accum).backward()
+    t3 = time.perf_counter()
     row: dict[str, Any] = {
         "loss": round(loss.item(), 5) if loss is not None else "",
         "reward": round(float(np.mean(total)), 5),
@@ -422,6 +426,8 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
         "length_tokens": round(float(np.mean(s.lengths)), 1),
         "signoff_rate": round(float(np.mean([signoff_found(x) for x in s.texts])), 4),
         **{k: round(float(v), 5) for k, v in stats.items()},
+        "generated_tokens": int(sum(s.lengths)),
+        "generate_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3), "update_s": round(t3 - t2, 3),
     }
     return row
 
@@ -432,7 +438,8 @@ def _log_columns(cfg: PolicyTrainConfig) -> list[str]:
     judges = sorted({j.type for t in cfg.tasks for j in t.judges})
     return (["step", "task", "loss", "reward"] + [f"reward_{r}" for r in rewards] + ["pass_rate"]
             + [f"violation_{j}" for j in judges]
-            + ["kl", "length_tokens", "signoff_rate", "skipped_prompts", "reference_picks", "seconds"])
+            + ["kl", "length_tokens", "signoff_rate", "skipped_prompts", "reference_picks", "generated_tokens",
+               "generate_s", "score_s", "update_s", "seconds"])
 
 
 def _loggers(cfg: PolicyTrainConfig, out: Path) -> list[Any]:

@@ -19,7 +19,14 @@ class SimulateConfig(StrictModel):
     seed: int = 0
     """Random seed: the same seed gives byte-identical files."""
     responder: str = "style"
-    """Who answers: 'style' (a fast template responder that varies style)."""
+    """Who answers: 'style' (a fast template responder that varies style) or 'policy:DIR' (a real language
+    model folder; 'policy:default' = SmolLM2)."""
+    responder_samples: int = Field(4, ge=1)
+    """policy responder: answers generated per distinct prompt (drawn at random per turn, then reused)."""
+    responder_max_new_tokens: int = Field(96, ge=1)
+    """policy responder: tokens per answer."""
+    prompts_per_segment: int | None = Field(None, ge=1)
+    """Keep only this many prompts per segment (a seeded sample): bounds a policy responder's generation."""
     policy_name: str | None = None
     """Value of the log's `policy` field (default: the responder's name)."""
     data_dir: Path | None = None

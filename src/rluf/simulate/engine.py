@@ -283,13 +283,22 @@ def _setup(cfg: SimulateConfig) -> tuple[PromptPools, AnswerScorer]:
     return pools, AnswerScorer()
 
 
+def _trim_pools(pools: PromptPools, n: int, seed: int) -> PromptPools:
+    rng = np.random.default_rng([seed, 5])
+    kept = {k: [v[i] for i in sorted(rng.choice(len(v), size=min(n, len(v)), replace=False))]
+            for k, v in pools.pools.items()}
+    return PromptPools(pools=kept, sources=pools.sources, real_data=pools.real_data)
+
+
 def run_simulation(cfg: SimulateConfig, out_dir: Path) -> dict[str, Any]:
     """Simulate cfg.users users over cfg.days days; writes interactions / reactions / oracle JSONL."""
     out_dir = Path(out_dir)
     pools, scorer = _setup(cfg)
-    responder = make_responder(cfg.responder)
+    responder = make_responder(cfg.responder, cfg.responder_samples, cfg.responder_max_new_tokens, cfg.seed)
     policy = cfg.policy_name or responder.name
     intercept = _calibration_intercept(cfg, pools, scorer)
+    if cfg.prompts_per_segment:  # after the intercept: trimming must not change how users react
+        pools = _trim_pools(pools, cfg.prompts_per_segment, cfg.seed)
     pop = make_population(cfg, np.random.default_rng([cfg.seed, 0]))
     traffic = _Traffic(cfg, pools, responder, scorer, pop, np.random.default_rng([cfg.seed, 2]))
     turns: list[dict] = []

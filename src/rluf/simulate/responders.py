@@ -87,8 +87,40 @@ class StyleResponder:
         return out
 
 
-def make_responder(spec: str) -> Responder:
-    """'style' → StyleResponder. (`policy:DIR`, a real model, arrives with the policy stage.)"""
+class PolicyResponder:
+    """A real language model answers. Each distinct prompt gets `samples` answers, generated in one batch the
+    first time it is seen; every turn then draws one of them. Users see the policy's real answer
+    distribution, and generation cost is bounded by the number of distinct prompts, not of turns."""
+
+    def __init__(self, path: str, samples: int = 4, max_new_tokens: int = 96, temperature: float = 0.7,
+                 seed: int = 0):
+        from pathlib import Path
+
+        self.path = None if path in ("", "default") else path
+        self.name = f"policy:{Path(path).name if self.path else 'smollm2-135m-instruct'}"
+        self.samples, self.max_new_tokens, self.temperature, self.seed = samples, max_new_tokens, temperature, seed
+        self.bank: dict[str, list[str]] = {}
+        self._gen = None
+
+    def respond(self, prompts: list[str], segments: list[str], harmful: list[bool],
+                rng: np.random.Generator) -> list[str]:
+        from rluf.policy.generate import PolicyGenerator, SamplingConfig
+
+        new = [p for p in dict.fromkeys(prompts) if p not in self.bank]
+        if new:
+            if self._gen is None:
+                self._gen = PolicyGenerator.load(self.path)
+            # A seed per batch keeps runs reproducible whatever order the prompts arrive in.
+            answers = self._gen.generate(new, n=self.samples, seed=self.seed + len(self.bank),
+                                         sampling=SamplingConfig(self.max_new_tokens, self.temperature))
+            self.bank.update(zip(new, answers, strict=True))
+        return [self.bank[p][int(rng.integers(self.samples))] for p in prompts]
+
+
+def make_responder(spec: str, samples: int = 4, max_new_tokens: int = 96, seed: int = 0) -> Responder:
+    """'style' → StyleResponder; 'policy:DIR' (or 'policy:default') → PolicyResponder on that model."""
     if spec == "style":
         return StyleResponder()
-    raise ValueError(f"unknown responder {spec!r}; supported: 'style'")
+    if spec.startswith("policy:"):
+        return PolicyResponder(spec[len("policy:"):], samples=samples, max_new_tokens=max_new_tokens, seed=seed)
+    raise ValueError(f"unknown responder {spec!r}; supported: 'style', 'policy:DIR', 'policy:default'")
