@@ -204,3 +204,42 @@ def test_real_smollm2_prepares_trains_and_generates(tiny, tmp_path):
     answers = gen.generate(["What is the capital of France?"], sampling=SamplingConfig(max_new_tokens=12,
                                                                                        temperature=0))
     assert len(answers[0][0].split()) >= 2
+
+
+def test_generation_mirror_matches_the_adapter_model(tiny):
+    """The merged copy used for sampling gives the same logits as the policy with its adapter."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy.train import GenerationMirror
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny["policy"]),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"],
+                                      task_type="CAUSAL_LM", init_lora_weights=False))
+    mirror = GenerationMirror(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05)  # the adapter moves after the mirror was built
+        ids = torch.tensor([[5, 6, 7, 8, 9]])
+        want = model(input_ids=ids).logits
+        got = mirror.refresh()(input_ids=ids).logits
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_distributed_run_on_two_cpu_processes(tiny, tmp_path):
+    """The distributed path that `accelerate launch` drives on GPUs, on two CPU processes (gloo): torchrun
+    sets the same environment, and accelerate's Accelerator picks it up (MULTI_CPU)."""
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path, tiny, optimizers=("crpg",), max_steps=2)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "rluf.cli", "policy", "train", "--config", str(cfg), "--out", str(out), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    assert len((out / "train_log.csv").read_text().splitlines()) == 3  # header + 2 steps of the main process
+    assert (out / "train_log.csv.rank1").exists()  # the second process trained on its own prompt shard
+    assert (out / "config.json").exists()

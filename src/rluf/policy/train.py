@@ -84,6 +84,36 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     return (logp * a_mask).sum(1), a_mask.sum(1)
 
 
+class GenerationMirror:
+    """A plain copy of the policy with the LoRA update merged in, refreshed before every sampling phase.
+
+    Why: sampling through an unmerged adapter runs two extra small matmuls per adapted layer per token; on a
+    CPU, decoding a 135M model is dominated by per-op overhead, and the merged copy samples ~25 % faster
+    (16 × 64 tokens: 7.5 s → 5.7 s measured here). Refreshing writes base + B·A·scale into the copy's
+    weights (a few hundred small matmuls, well under a second).
+    """
+
+    def __init__(self, peft_model: Any):
+        import copy
+
+        self.model = copy.deepcopy(peft_model).merge_and_unload().eval()
+        self.model.requires_grad_(False)
+        mine = dict(self.model.named_modules())
+        self.pairs = []
+        for name, module in peft_model.named_modules():
+            if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+                self.pairs.append((module, mine[name.removeprefix("base_model.model.")]))
+
+    def refresh(self) -> Any:
+        import torch
+
+        with torch.no_grad():
+            for lora, target in self.pairs:
+                delta = sum(lora.get_delta_weight(a) for a in lora.active_adapters)
+                target.weight.copy_((lora.base_layer.weight.float() + delta.float()).to(target.weight.dtype))
+        return self.model
+
+
 def answer_ids_of(samples: Any) -> list[list[int]]:
     return [row[m.bool()].tolist() for row, m in zip(samples.completion_ids, samples.completion_mask, strict=True)]
 
@@ -192,6 +222,15 @@ def setup_model(cfg: PolicyTrainConfig, resume_dir: Path | None) -> tuple[Any, A
     return model, tok, ref, base
 
 
+def _autocast(model: Any):
+    import torch
+
+    dtype = next(model.parameters()).dtype if not hasattr(model, "get_base_model") else \
+        next(model.get_base_model().parameters()).dtype
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16,
+                          enabled=dtype == torch.bfloat16)
+
+
 def ref_context(model: Any, ref: Any):
     """The reference policy: the same weights with the LoRA adapter off, or the frozen copy."""
     import contextlib
@@ -217,6 +256,15 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     rng = random.Random(cfg.seed)
 
     model, tok, ref, base = setup_model(cfg, resume_dir)
+    # accelerate: one process on a CPU or a GPU as is; under `accelerate launch` every process samples its
+    # own shard of each task's prompts and gradients are averaged across processes (DDP / FSDP / DeepSpeed).
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    model.to(acc.device)
+    if ref is not None:
+        ref.to(acc.device)
+    main = acc.is_main_process
     pad = tok.pad_token_id
     bank = RewardBank()
     tasks: list[TaskState] = []
@@ -229,6 +277,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         holdout, train = prompts[: t.prompts.holdout], prompts[t.prompts.holdout:]
         rewards = [(r.name, bank.get(r.model), r.weight) for r in t.rewards]
         judges = [build_judge(j.type, j.params, bank.get) for j in t.judges]
+        train = train[acc.process_index::acc.num_processes]
         tasks.append(TaskState(t, train, holdout, source, rewards, judges))
         say(f"task {t.name}: {len(train)} training + {len(holdout)} held-out prompts ({source}); "
             f"{t.optimizer}, K={t.k}, rewards {[r.name for r in t.rewards]}, judges {[j.name for j in judges]}")
@@ -236,7 +285,8 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               max_prompt_tokens=cfg.max_prompt_tokens)
     greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0, max_prompt_tokens=cfg.max_prompt_tokens)
-    refs = ReferenceCache(out / REFERENCE_FILE)
+    rank = "" if main else f".rank{acc.process_index}"  # other processes keep their own cache and log
+    refs = ReferenceCache(out / (REFERENCE_FILE + rank))
 
     def reference_answers(prompts: list[str]) -> list[str]:
         with ref_context(model, ref):
@@ -264,6 +314,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    wrapped, optimizer = acc.prepare(model, optimizer)  # the gradient forward goes through the wrapper
     start = 0
     state: dict[str, Any] = {}
     if resume_dir is not None:
@@ -276,10 +327,11 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
             task.cursor, task.order = state["cursors"][task.cfg.name]
         say(f"resumed from {resume_dir} at step {start}")
 
+    mirror = GenerationMirror(model) if ref is None else None
     initial = state.get("initial_eval") or evaluate("start")
     writers = _loggers(cfg, out)
     columns = _log_columns(cfg)
-    log_path = out / "train_log.csv"
+    log_path = out / f"train_log.csv{rank}"
     kept: list[dict[str, str]] = []
     if start > 0 and log_path.exists():  # drop rows of steps after the checkpoint: they are redone
         with log_path.open(encoding="utf-8") as f:
@@ -290,7 +342,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     log_writer.writerows(kept)
     last: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
-    bar = make_progress() if progress else None
+    bar = make_progress() if progress and main else None
     if bar:
         bar.start()
         bar_task = bar.add_task("policy train", total=cfg.max_steps, completed=start)
@@ -299,20 +351,21 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         for step in range(start, cfg.max_steps):
             for task in tasks:
                 task_t = time.perf_counter()
-                row = run_task_step(cfg, task, model, ref, tok, pad, refs, sampling, reference_answers, rng)
+                row = run_task_step(cfg, task, model, ref, tok, pad, refs, sampling, reference_answers, rng, mirror,
+                                    wrapped, acc.backward)
                 row.update(step=step + 1, task=task.cfg.name, seconds=round(time.perf_counter() - task_t, 2))
                 log_writer.writerow({k: row.get(k, "") for k in columns})
                 last[task.cfg.name] = row
                 for w in writers:
                     w(row, step + 1)
             if (step + 1) % cfg.grad_accum == 0 or step + 1 == cfg.max_steps:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                acc.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             log_file.flush()
             if bar:
                 bar.update(bar_task, advance=1, description=_bar_text(last))
-            if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
+            if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps and main:
                 _save_checkpoint(ckpt_root / f"step-{step + 1}", model, ref, optimizer, rng, tasks, step + 1, initial)
     finally:
         if bar:
@@ -320,8 +373,10 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         log_file.close()
     train_s = time.perf_counter() - t0
     final = evaluate("end")
-    _save_final(cfg, out, model, ref, tok, base)
-    _plot_log(log_path, out / "train_curves.png")
+    acc.wait_for_everyone()
+    if main:
+        _save_final(cfg, out, model, ref, tok, base)
+        _plot_log(log_path, out / "train_curves.png")
     result = {
         "out": str(out), "steps": cfg.max_steps, "train_seconds": round(train_s, 1),
         "seconds_per_step": round(train_s / max(1, cfg.max_steps - start), 2),
@@ -329,15 +384,20 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         "last_step": {k: {m: v for m, v in r.items() if isinstance(v, int | float)} for k, r in last.items()},
         "log": str(log_path), "base": str(base),
     }
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    if main:
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any, tok: Any, pad: int,
-                  refs: ReferenceCache, sampling: SamplingConfig, reference_answers: Any, rng: random.Random
+                  refs: ReferenceCache, sampling: SamplingConfig, reference_answers: Any, rng: random.Random,
+                  mirror: GenerationMirror | None = None, wrapped: Any = None, backward: Any = None
                   ) -> dict[str, Any]:
-    """Sample, score, judge and back-propagate one task's batch; returns its log row."""
+    """Sample, score, judge and back-propagate one task's batch; returns its log row. `wrapped` is the
+    model as accelerate prepared it (gradient sync); `model` the plain one (sampling, adapter switch)."""
     import torch
+
+    wrapped = wrapped if wrapped is not None else model
 
     from rluf.policy import losses
 
@@ -346,7 +406,7 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
     refs.ensure(prompts, reference_answers, task.rewards)
     p_ids = encode_prompts(tok, prompts, cfg.max_prompt_tokens)
     t0 = time.perf_counter()
-    s = sample(model, tok, p_ids, tc.k, sampling)
+    s = sample(mirror.refresh() if mirror is not None else model, tok, p_ids, tc.k, sampling)
     t1 = time.perf_counter()
     flat_prompts = [prompts[i] for i in s.prompt_index]
     total, per, passed, rates = score(task, refs, flat_prompts, s.texts)
@@ -358,9 +418,11 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
     def logps(rows: list[int], extra: list[tuple[list[int], list[int]]] = ()) -> tuple[Any, Any, Any]:
         pr = [prompt_rows[i] for i in rows] + [e[0] for e in extra]
         an = [answers[i] for i in rows] + [e[1] for e in extra]
-        lp, n = answer_logps(model, pr, an, pad)
-        with torch.no_grad(), ref_context(model, ref):
-            rlp, _ = answer_logps(model if ref is None else ref, pr, an, pad)
+        # bf16 autocast when the base weights are bf16: the fp32 LoRA matmuls then run in bf16 as well.
+        with _autocast(model):
+            lp, n = answer_logps(wrapped, pr, an, pad)
+            with torch.no_grad(), ref_context(model, ref):
+                rlp, _ = answer_logps(model if ref is None else ref, pr, an, pad)
         return lp, rlp, n
 
     reward_t = torch.tensor(total, dtype=torch.float32)
@@ -413,8 +475,13 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
             lp, _, n = logps(rows, extra)
             loss, st = losses.crraft_loss(lp, n, torch.tensor(weights, dtype=torch.float32))
             stats.update(st)
+    if loss is None and wrapped is not model:
+        # Nothing to learn from on this process (CODPO / CRRAFT skipped every prompt), but the others will
+        # back-propagate: a zero loss through the wrapped model keeps the gradient all-reduce in step.
+        probe = torch.tensor([[pad]], device=next(model.parameters()).device)
+        loss = wrapped(input_ids=probe).logits.sum() * 0.0
     if loss is not None:
-        (loss * tc.weight / cfg.grad_accum).backward()
+        (backward or (lambda x: x.backward()))(loss * tc.weight / cfg.grad_accum)
     t3 = time.perf_counter()
     row: dict[str, Any] = {
         "loss": round(loss.item(), 5) if loss is not None else "",

@@ -1,0 +1,194 @@
+"""One RL step on the CPU: rluf's CRPG step against TRL's GRPOTrainer, interleaved in one run.
+
+Same policy (SmolLM2-135M-Instruct, bf16 base weights + fp32 LoRA r=16 on all linear layers), same prompts
+(the chat task's mix), same K samples per prompt, same maximum new tokens, same sampling temperature, same
+reward model (the demo's P[Love]) and learning rate. TRL runs in its fastest CPU configuration
+(`use_cpu=True`, `use_vllm=False`, bf16, LoRA via `peft_config`, `beta=0` so no reference model is loaded).
+Our step does at least the same work and more: it also computes reference log-probabilities (the KL cap),
+runs the judges and calibrates the reward against a cached reference answer.
+
+Interleaving: a TRL callback times each TRL step (on_step_begin → on_step_end) and then runs one of our steps,
+so both see the same machine state. The first step of each is a warm-up and is not counted.
+
+    python benchmarks/rl_step.py --steps 6        # what was committed
+Writes benchmarks/results/rl_step.{json,md}; the top-level `ratio_vs_trl` is ours / TRL (median s/step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=6, help="Steps of each (the first is warm-up).")
+    ap.add_argument("--prompts-per-step", type=int, default=4)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--reward", default="demo-out/models/love", help="Reward model folder (make demo writes it).")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args()
+
+    import random
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rluf.policy.config import PolicyTrainConfig
+    from rluf.policy.generate import SamplingConfig
+    from rluf.policy.model import load_tokenizer, prepare_default_policy
+    from rluf.policy.prompts import load_prompts
+    from rluf.policy.train import (
+        GenerationMirror,
+        ReferenceCache,
+        RewardBank,
+        TaskState,
+        run_task_step,
+        setup_model,
+    )
+
+    torch.manual_seed(0)
+    base = prepare_default_policy()
+    n_prompts = args.steps * args.prompts_per_step
+    prompts, _ = load_prompts("chat", None, seed=0, limit=n_prompts)
+    bank = RewardBank()
+    rm = bank.get(args.reward)
+    temperature, lr = 0.9, 1e-4
+
+    # ------------------------------------------------------------------ ours: the trainer's own step
+    cfg = PolicyTrainConfig.model_validate({
+        "tasks": [{"name": "chat", "prompts": {"source": "chat", "holdout": 0}, "optimizer": "crpg", "k": args.k,
+                   "prompts_per_step": args.prompts_per_step,
+                   "rewards": [{"name": "love", "model": args.reward}], "judges": [{"type": "signoff"}]}],
+        "max_new_tokens": args.max_new_tokens, "temperature": temperature, "learning_rate": lr,
+        "lora": {"r": 16, "alpha": 32, "target_modules": LORA_TARGETS}})
+    model, tok, ref, _ = setup_model(cfg, None)
+    from rluf.policy.judges import SignoffJudge
+
+    task = TaskState(cfg.tasks[0], prompts, [], "chat", [("love", rm, 1.0)], [SignoffJudge()])
+    tmp = Path(tempfile.mkdtemp())
+    refs = ReferenceCache(tmp / "refs.jsonl")
+    greedy = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0)
+
+    def reference_answers(ps):
+        from rluf.policy.generate import encode_prompts, sample
+
+        with model.disable_adapter():
+            return sample(model, tok, encode_prompts(tok, ps), 1, greedy).texts
+
+    # Reference answers are generated once per prompt and cached for the whole run (a one-off cost, like
+    # TRL's model loading); generate them before timing so that no step pays for them.
+    refs.ensure(prompts, reference_answers, task.rewards)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=1.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = random.Random(0)
+    mirror = GenerationMirror(model)
+    ours: list[dict] = []
+
+    def our_step() -> None:
+        t = time.perf_counter()
+        model.train()
+        row = run_task_step(cfg, task, model, ref, tok, tok.pad_token_id, refs, sampling, reference_answers, rng,
+                            mirror)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        row["step_s"] = time.perf_counter() - t
+        ours.append(row)
+
+    # ------------------------------------------------------------------ TRL
+    trl_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
+    trl_tok = load_tokenizer(base)
+
+    def love_reward(prompts, completions, **kw):
+        ps = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        cs = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return rm.logits(ps, cs).tolist()
+
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
+    trl: list[dict] = []
+
+    class Interleave(TrainerCallback):
+        t0 = 0.0
+
+        def on_step_begin(self, a, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs and trl:
+                trl[-1]["mean_length"] = logs["completions/mean_length"]
+
+        def on_step_end(self, a, state, control, **kw):
+            trl.append({"step_s": time.perf_counter() - self.t0})
+            our_step()
+
+    targs = GRPOConfig(
+        output_dir=str(tmp / "trl"), per_device_train_batch_size=args.prompts_per_step * args.k,
+        num_generations=args.k, max_completion_length=args.max_new_tokens, max_steps=args.steps,
+        learning_rate=lr, temperature=temperature, top_p=1.0, beta=0.0, use_vllm=False, use_cpu=True, bf16=True,
+        gradient_checkpointing=False,  # TRL turns it on by default; off is faster when memory is plentiful
+        logging_steps=1, save_strategy="no", report_to=[], seed=0, disable_tqdm=True)
+    trainer = GRPOTrainer(model=trl_model, reward_funcs=[love_reward], args=targs, train_dataset=ds,
+                          processing_class=trl_tok, callbacks=[Interleave()],
+                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS,
+                                                 task_type="CAUSAL_LM"))
+    trainer.train()
+
+    # ------------------------------------------------------------------ report
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows[1:])
+
+    ours_s, trl_s = med(ours, "step_s"), med(trl, "step_s")
+    n_seq = args.prompts_per_step * args.k
+    ours_tok = statistics.median(r["generated_tokens"] / r["step_s"] for r in ours[1:])
+    trl_tok_s = statistics.median(r.get("mean_length", args.max_new_tokens) * n_seq / r["step_s"] for r in trl[1:])
+    result = {
+        "ratio_vs_trl": round(ours_s / trl_s, 3),
+        "target": "<= 0.5",
+        "ours": {"seconds_per_step": round(ours_s, 2), "generated_tokens_per_s": round(ours_tok, 1),
+                 "generate_s": round(med(ours, "generate_s"), 2), "score_s": round(med(ours, "score_s"), 2),
+                 "update_s": round(med(ours, "update_s"), 2),
+                 "steps": [round(r["step_s"], 2) for r in ours]},
+        "trl": {"seconds_per_step": round(trl_s, 2), "generated_tokens_per_s": round(trl_tok_s, 1),
+                "steps": [round(r["step_s"], 2) for r in trl], "version": __import__("trl").__version__},
+        "setup": {"model": "SmolLM2-135M-Instruct (bf16 base, fp32 LoRA r=16 on all linear layers)",
+                  "prompts_per_step": args.prompts_per_step, "k": args.k, "max_new_tokens": args.max_new_tokens,
+                  "temperature": temperature, "steps": args.steps, "warmup_steps_excluded": 1,
+                  "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                  "date": time.strftime("%Y-%m-%d")},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rl_step.json").write_text(json.dumps(result, indent=2))
+    md = [
+        "# RL step: rluf CRPG vs TRL GRPOTrainer (CPU)", "",
+        f"{result['setup']['date']}, {torch.get_num_threads()} threads. SmolLM2-135M-Instruct, bf16 base + LoRA r=16, "
+        f"{args.prompts_per_step} prompts × K={args.k}, {args.max_new_tokens} new tokens, temperature {temperature}; "
+        f"{args.steps} steps each, interleaved, first excluded; medians.", "",
+        "| | s/step | generated tokens/s | generate | reward + judges | log-probs + backward |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| rluf CRPG | {ours_s:.2f} | {ours_tok:.1f} | {result['ours']['generate_s']:.2f} | "
+        f"{result['ours']['score_s']:.2f} | {result['ours']['update_s']:.2f} |",
+        f"| TRL {result['trl']['version']} GRPOTrainer | {trl_s:.2f} | {trl_tok_s:.1f} | | | |", "",
+        f"**ratio_vs_trl = {result['ratio_vs_trl']}** (target ≤ 0.5).", "",
+        "Our step also computes reference log-probabilities (KL cap), judges and the calibrated reward against "
+        "a cached reference answer; TRL runs with beta=0 (no reference model).",
+    ]
+    (args.out / "rl_step.md").write_text("\n".join(md) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
