@@ -141,9 +141,15 @@ class _Traffic:
             if not open_convs:
                 break
             prompts, harmful = zip(*(self._prompt(c["segment"]) for c in open_convs), strict=True)
-            answers = self.responder.respond(list(prompts), [c["segment"] for c in open_convs], list(harmful), rng)
+            segments = [c["segment"] for c in open_convs]
+            arms: list[str | None] = [None] * len(open_convs)
+            if hasattr(self.responder, "respond_users"):  # an A/B router: each user's arm answers
+                users = [f"u{c['user']:06d}" for c in open_convs]
+                answers, arms = self.responder.respond_users(users, list(prompts), segments, list(harmful), rng)
+            else:
+                answers = self.responder.respond(list(prompts), segments, list(harmful), rng)
             still_open = []
-            for c, prompt, is_harmful, answer in zip(open_convs, prompts, harmful, answers, strict=True):
+            for c, prompt, is_harmful, answer, arm in zip(open_convs, prompts, harmful, answers, arms, strict=True):
                 c["messages"] = [*c["messages"], {"role": "user", "content": prompt}]
                 f = self.scorer(prompt, answer, is_harmful)
                 self.n_turns += 1
@@ -153,6 +159,8 @@ class _Traffic:
                     "response": answer, "_user": c["user"], "_segment": c["segment"], "_features": f,
                     "_content": content_logit(c["segment"], f), "_p_continue": continue_prob(c["segment"], f),
                 })
+                if arm is not None:
+                    turns[-1]["policy"] = arm
                 c["messages"] = [*c["messages"], {"role": "assistant", "content": answer}]
                 c["t"] += int(rng.integers(30_000, 240_000))
                 if rng.random() < turns[-1]["_p_continue"]:
@@ -290,11 +298,13 @@ def _trim_pools(pools: PromptPools, n: int, seed: int) -> PromptPools:
     return PromptPools(pools=kept, sources=pools.sources, real_data=pools.real_data)
 
 
-def run_simulation(cfg: SimulateConfig, out_dir: Path) -> dict[str, Any]:
-    """Simulate cfg.users users over cfg.days days; writes interactions / reactions / oracle JSONL."""
+def run_simulation(cfg: SimulateConfig, out_dir: Path, responder: Responder | None = None) -> dict[str, Any]:
+    """Simulate cfg.users users over cfg.days days; writes interactions / reactions / oracle JSONL.
+    `responder` overrides cfg.responder (the A/B simulation passes its arm router)."""
     out_dir = Path(out_dir)
     pools, scorer = _setup(cfg)
-    responder = make_responder(cfg.responder, cfg.responder_samples, cfg.responder_max_new_tokens, cfg.seed)
+    if responder is None:
+        responder = make_responder(cfg.responder, cfg.responder_samples, cfg.responder_max_new_tokens, cfg.seed)
     policy = cfg.policy_name or responder.name
     intercept = _calibration_intercept(cfg, pools, scorer)
     if cfg.prompts_per_segment:  # after the intercept: trimming must not change how users react
@@ -313,6 +323,26 @@ def run_simulation(cfg: SimulateConfig, out_dir: Path) -> dict[str, Any]:
     _write(out_dir, turns, cut, p_love, policy)
     out = _summary(cfg, pools, turns, cut, p_love, intercept, out_dir)
     out["reactions_after_export"] = len(events) - len(cut)
+    if any("policy" in t for t in turns):
+        out["arms"] = _arm_summary(turns, cut, p_love)
+    return out
+
+
+def _arm_summary(turns: list[dict], events: list[dict], p_love: np.ndarray) -> dict[str, Any]:
+    """Per A/B arm: users, turns, love rate per impression, mean oracle P[love], share of turns followed by
+    another turn in the same conversation. A quick look; `rluf abtest analyze` does the statistics."""
+    loved = {e["response_id"] for e in events if e["reaction"] == "love" and not e.get("removed")}
+    next_turn = {(t["conversation_id"], t["turn_index"]) for t in turns}
+    out = {}
+    for arm in sorted({t["policy"] for t in turns}):
+        idx = [i for i, t in enumerate(turns) if t["policy"] == arm]
+        out[arm] = {
+            "users": len({turns[i]["user_id"] for i in idx}), "turns": len(idx),
+            "love_rate": round(sum(turns[i]["response_id"] in loved for i in idx) / len(idx), 5),
+            "mean_p_love": round(float(p_love[idx].mean()), 5),
+            "continuation_rate": round(sum((turns[i]["conversation_id"], turns[i]["turn_index"] + 1) in next_turn
+                                           for i in idx) / len(idx), 5),
+        }
     return out
 
 
