@@ -491,6 +491,54 @@ def policy_generate(
     _run(json_out, body, lambda r: _kv_table("policy generate", r))
 
 
+# ---------------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    policy: Annotated[list[str], typer.Option("--policy", help="NAME=DIR (repeatable); DIR 'default' = SmolLM2. "
+                                              "The first is the reference unless --reference says otherwise.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for evaluate.json/.md, plots and answers/.")],
+    love_model: Annotated[Path, typer.Option("--love-model", help="P[Love] reward model folder.")] = Path(
+        "demo-out/models/love"),
+    helpfulness_model: Annotated[Path | None, typer.Option(
+        "--helpfulness-model", help="Pairwise helpfulness model (win rate vs the reference).")] = None,
+    safety_model: Annotated[Path | None, typer.Option("--safety-model", help="Pairwise safety model.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Name of the reference policy.")] = None,
+    chat_prompts: Annotated[int, typer.Option(help="Chat prompts (simulated users' mix).")] = 64,
+    safety_prompts: Annotated[int, typer.Option(help="Red-team prompts (HH first turns).")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 96,
+    seed: Annotated[int, typer.Option(help="Prompt sample and sampling seed.")] = 0,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Offline evaluator: policies on a fixed prompt set — predicted love rate (mean calibrated P[Love]) with a
+    CI, helpfulness win rate vs the reference, safety violations, judge violations, sign-off rate, length.
+
+    Example: rluf evaluate --policy reference=default --policy cgpo=runs/cgpo --out eval/
+    --helpfulness-model demo-out/models/helpfulness --safety-model demo-out/models/safety
+    """
+
+    def body():
+        from rluf.evaluate.offline import evaluate_policies
+
+        pols: dict[str, str | None] = {}
+        for spec in policy:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--policy {spec!r}: expected NAME=DIR (or NAME=default)")
+            pols[name] = None if path == "default" else path
+        return evaluate_policies(pols, out, str(love_model), str(helpfulness_model) if helpfulness_model else None,
+                                 str(safety_model) if safety_model else None, reference, chat_prompts,
+                                 safety_prompts, max_new_tokens, seed=seed, data_dir=data_dir)
+
+    def human(r):
+        for name, row in r["policies"].items():
+            _kv_table(f"evaluate: {name}", {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+        stderr_note = f"report: {r['out']}/evaluate.md"
+        print(stderr_note)
+
+    _run(json_out, body, human)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Working folder for the demo's files.")] = Path("demo-out"),
