@@ -542,19 +542,24 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Working folder for the demo's files.")] = Path("demo-out"),
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 3000,
-    days: Annotated[int, typer.Option(help="Days of simulated traffic.")] = 7,
+    users: Annotated[int | None, typer.Option(help="Simulated users (default: the profile's).")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of simulated traffic (default: the profile's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    full: Annotated[bool, typer.Option("--full", help="The paper-reproduction budget (longer training, larger "
+                                       "A/B) instead of the 15-minute profile.")] = False,
+    stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: dataset.")] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The loop on embedded defaults: simulate → ingest → labelled set, then print the dataset card.
+    """The whole loop on embedded defaults: simulate → ingest → labelled set → P[Love] (+ helpfulness, safety)
+    → CGPO → offline evaluation → audit → simulated A/B → DIR/report.md, report.json and plots.
 
     Example: rluf demo --out demo-out
     """
     from rluf.demo import run_demo
 
-    _run(json_out, lambda: run_demo(out, users=users, days=days, seed=seed, data_dir=data_dir), _print_demo)
+    _run(json_out, lambda: run_demo(out, users=users, days=days, seed=seed, data_dir=data_dir,
+                                    profile="full" if full else "quick", stop_after=stop_after), _print_demo)
 
 
 def _print_demo(res: dict[str, Any]) -> None:
@@ -567,6 +572,12 @@ def _print_demo(res: dict[str, Any]) -> None:
     _print_ingest(res["ingest"])
     c.rule("labelled set card")
     _print_card(res["card"])
+    if "love_lift" in res:
+        c.rule("A/B: cgpo vs reference")
+        lo, hi = res["love_lift_ci"]
+        c.print(f"love lift {res['love_lift']:+.1%} (95 % CI {lo:+.1%} to {hi:+.1%}), p = {res['p_value']:.3g}; "
+                f"offline-online Spearman {res['offline_online_spearman']:.2f}; audit: {res['audit'].get('verdict')}")
+        c.print(f"report: {res['out']}/report.md ({res['elapsed_s'] / 60:.1f} min)")
     c.print(f"files in {res['out']}; store {res['db']}")
 
 

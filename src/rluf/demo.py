@@ -1,42 +1,302 @@
-"""`rluf demo`: the loop on embedded defaults, top to bottom.
+"""`rluf demo`: the whole loop on embedded defaults, top to bottom, on 2 CPU cores.
 
-For now: simulate traffic → ingest it into a SQLite store → build the labelled set → its card.
-Later stages (P[Love], CGPO, audit, A/B) append to this same flow.
+    1 simulate    a week of users chatting (the style responder varies warmth, closers, length, topic, so
+                  the log carries a learnable signal; a 135M model cannot write a week of traffic in time)
+    2 ingest      into a SQLite store
+    3 dataset     the labelled set for `love` (positives upsampled to 10 %, corrected back later)
+    4 rewards     P[Love] on it; helpfulness (AlpacaEval) and safety (HH) pairwise models
+    5 policy      a short CGPO run from SmolLM2-135M-Instruct (configs/moderate.yaml: P[Love] weight 0.1)
+    6 evaluate    offline: reference, the CGPO policy and three style responders on a fixed prompt set
+    7 audit       the CGPO policy's answers against the reference's
+    8 A/B         the simulated population split by a salted hash of the user id over the same policies;
+                  love lift of CGPO vs reference with a user-clustered CI; offline vs online correlation
+    → DIR/report.md, DIR/report.json, PNG plots
+
+Profiles: `quick` (the default; ~15 min) and `full` (the paper-reproduction budget, see
+benchmarks/paper_repro.py).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from rluf.progress import stderr
 
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+STYLE_ARMS = {  # cheap extra "policies" for the offline-vs-online correlation
+    "style_plain": "style:closer=0,warm=0.2",
+    "style_warm": "style:closer=0.1,warm=0.9",
+    "style_bait": "style:closer=0.9,warm=0.9",
+}
+PROFILES = {
+    # policies: arm name → config in configs/; the headline numbers are the `cgpo` arm against the reference.
+    "quick": {"users": 3000, "days": 7, "reward_steps": 40, "policy_steps": 6, "eval_chat": 32, "eval_safety": 16,
+              "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 12, "ab_samples": 2,
+              "policies": {"cgpo": "moderate"}},
+    "full": {"users": 3000, "days": 7, "reward_steps": 150, "policy_steps": 24, "eval_chat": 64, "eval_safety": 32,
+             "ab_users": 8000, "ab_days": 5, "ab_prompts_per_segment": 24, "ab_samples": 3,
+             "policies": {"moderate": "moderate", "aggressive": "aggressive", "cgpo": "cgpo_cpu"}},
+}
 
-def run_demo(out: Path, users: int = 3000, days: int = 7, seed: int = 0,
-             data_dir: Path | None = None) -> dict[str, Any]:
+
+def _stage(i: int, n: int, what: str) -> None:
+    stderr.print(f"[bold]{i}/{n} {what}[/bold]")
+
+
+def policy_config(name: str, models: Path, max_steps: int, holdout: tuple[int, int] = (16, 8)) -> Any:
+    """configs/NAME.yaml with its reward model paths pointed at `models` and a shorter budget."""
+    import yaml
+
+    from rluf.policy.config import PolicyTrainConfig
+
+    path = REPO_CONFIGS / f"{name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the demo from a checkout of rluf")
+    raw = yaml.safe_load(path.read_text())
+    for task, h in zip(raw["tasks"], holdout, strict=False):
+        task["prompts"]["holdout"] = h
+        for r in task["rewards"]:
+            r["model"] = str(models / Path(r["model"]).name)
+        for j in task.get("judges", []):
+            if "model" in j.get("params", {}):
+                j["params"]["model"] = str(models / Path(j["params"]["model"]).name)
+    raw.update(max_steps=max_steps, save_steps=max_steps)
+    return PolicyTrainConfig.model_validate(raw)
+
+
+def style_answers(spec: str, prompts: list[str], task: list[str], seed: int) -> list[str]:
+    import numpy as np
+
+    from rluf.simulate.responders import make_responder
+
+    r = make_responder(spec)
+    return r.respond(prompts, ["companionship" if t == "chat" else "adversarial" for t in task],
+                     [t == "safety" for t in task], np.random.default_rng(seed))
+
+
+def run_demo(out: Path, users: int | None = None, days: int | None = None, seed: int = 0,
+             data_dir: Path | None = None, profile: str = "quick", stop_after: str | None = None) -> dict[str, Any]:
     from rluf.data import DatasetConfig, build_dataset
     from rluf.paths import DEFAULT_DATA_DIR, data_dir_available
     from rluf.simulate import SimulateConfig, run_simulation
     from rluf.store import connect
     from rluf.store.ingest import ingest
 
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    P = dict(PROFILES[profile])
+    P["users"] = users or P["users"]
+    P["days"] = days or P["days"]
+    t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     if not data_dir_available(data_dir):
         stderr.print(f"[yellow]{data_dir} not found: the simulator uses its built-in prompt set[/yellow]")
+    n = 8
+    timings: dict[str, float] = {}
 
-    stderr.print(f"[bold]1/3 simulate[/bold] {users} users × {days} days")
-    sim_dir = out / "sim"
-    sim = run_simulation(SimulateConfig(users=users, days=days, seed=seed, data_dir=data_dir), sim_dir)
+    def lap(name: str, t: float) -> None:
+        timings[name] = round(time.perf_counter() - t, 1)
 
-    stderr.print("[bold]2/3 ingest[/bold] into the store")
-    db_path = out / "rluf.db"
-    db_url = f"sqlite:///{db_path}"
+    t = time.perf_counter()
+    _stage(1, n, f"simulate {P['users']} users × {P['days']} days")
+    sim = run_simulation(SimulateConfig(users=P["users"], days=P["days"], seed=seed, data_dir=data_dir),
+                         out / "sim")
+    lap("simulate", t)
+
+    t = time.perf_counter()
+    _stage(2, n, "ingest into the store")
+    db_url = f"sqlite:///{out / 'rluf.db'}"
     engine = connect(db_url)
-    ing = ingest(engine, [sim_dir / "interactions.jsonl", sim_dir / "reactions.jsonl"])
+    ing = ingest(engine, [out / "sim" / "interactions.jsonl", out / "sim" / "reactions.jsonl"])
+    lap("ingest", t)
 
-    stderr.print("[bold]3/3 labelled set[/bold] (signal love)")
+    t = time.perf_counter()
+    _stage(3, n, "labelled set (signal love)")
     # Positives upsampled to 10 % as the paper trains; the factor in the card undoes it for P[Love].
     card = build_dataset(engine, DatasetConfig(signal="love", upsample_to=0.1), out / "dataset")
-    return {"out": str(out), "db": db_url, "simulate": sim, "ingest": ing, "card": card}
+    lap("dataset", t)
+    result: dict[str, Any] = {"out": str(out), "db": db_url, "profile": profile, "simulate": sim, "ingest": ing,
+                              "card": card}
+    if stop_after == "dataset":
+        result["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+        return result
+
+    t = time.perf_counter()
+    _stage(4, n, "reward models: P[Love], helpfulness, safety")
+    from rluf.demo_models import train_demo_rewards
+
+    models = out / "models"
+    rewards = train_demo_rewards(models, out / "dataset", data_dir, steps=P["reward_steps"], seed=seed)
+    lap("rewards", t)
+
+    t = time.perf_counter()
+    from rluf.policy.train import train_policy
+
+    trained: dict[str, Any] = {}
+    for arm, config in P["policies"].items():
+        _stage(5, n, f"policy update {arm!r}: {P['policy_steps']} steps of configs/{config}.yaml")
+        cfg = policy_config(config, models, P["policy_steps"])
+        cfg = cfg.model_copy(update={"data_dir": str(data_dir), "seed": seed})
+        trained[arm] = train_policy(cfg, out / "policies" / arm)
+        shutil.rmtree(out / "policies" / arm / "checkpoints", ignore_errors=True)  # the final folder is used
+    lap("policy", t)
+
+    t = time.perf_counter()
+    _stage(6, n, "offline evaluation")
+    from rluf.evaluate.offline import evaluate_policies, evaluation_prompts
+
+    prompts, task, _ = evaluation_prompts(data_dir, P["eval_chat"], P["eval_safety"], seed)
+    answer_files = {}
+    for name, spec in STYLE_ARMS.items():
+        f = out / "style_answers" / f"{name}.jsonl"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("".join(json.dumps({"prompt": p, "response": a}) + "\n"
+                             for p, a in zip(prompts, style_answers(spec, prompts, task, seed), strict=True)))
+        answer_files[name] = f
+    ev = evaluate_policies({"reference": None, **{a: str(out / "policies" / a) for a in P["policies"]}},
+                           out / "evaluate", str(models / "love"),
+                           str(models / "helpfulness"), str(models / "safety"), "reference", P["eval_chat"],
+                           P["eval_safety"], seed=seed, data_dir=data_dir, answers=answer_files)
+    lap("evaluate", t)
+
+    t = time.perf_counter()
+    _stage(7, n, "reward-hacking audit (each trained policy vs reference)")
+    from rluf.evaluate.audit import audit
+
+    def chat_rows(name: str) -> list[dict]:
+        rows = [json.loads(x) for x in (out / "evaluate" / "answers" / f"{name}.jsonl").read_text().splitlines()]
+        return [r for r in rows if r["task"] == "chat"]
+
+    audits = {a: audit(chat_rows(a), chat_rows("reference"), out=out / "audit" / a) for a in P["policies"]}
+    lap("audit", t)
+
+    t = time.perf_counter()
+    _stage(8, n, f"simulated A/B: {P['ab_users']} users × {P['ab_days']} days")
+    from rluf.evaluate.abtest import analyze
+    from rluf.simulate.ab import run_ab_simulation
+
+    arms = {"reference": "policy:default", **{a: f"policy:{out / 'policies' / a}" for a in P["policies"]},
+            **STYLE_ARMS}
+    ab_cfg = SimulateConfig(users=P["ab_users"], days=P["ab_days"], seed=seed + 1, data_dir=data_dir,
+                            prompts_per_segment=P["ab_prompts_per_segment"], responder_samples=P["ab_samples"])
+    ab_sim = run_ab_simulation(ab_cfg, arms, out / "ab", salt=f"demo-{seed}")
+    ab_url = f"sqlite:///{out / 'ab.db'}"
+    ab_engine = connect(ab_url)
+    ingest(ab_engine, [out / "ab" / "interactions.jsonl", out / "ab" / "reactions.jsonl"])
+    tests = {a: analyze(ab_engine, arms=("reference", a)) for a in arms if a != "reference"}
+    ab = tests["cgpo"]
+    lap("abtest", t)
+    online_signoff = _signoff_by_arm(out / "ab" / "interactions.jsonl")
+    per_arm = {}
+    for a in arms:
+        e = ev["policies"][a]
+        per_arm[a] = {
+            "love_lift": 0.0 if a == "reference" else tests[a]["lift"],
+            "love_lift_ci": [0.0, 0.0] if a == "reference" else [tests[a]["ci_low"], tests[a]["ci_high"]],
+            "p_value": None if a == "reference" else tests[a]["p_value"],
+            "love_rate": ab_sim["arms"][a]["love_rate"],
+            "signoff_rate": online_signoff[a], "signoff_rate_offline": e["signoff_rate"],
+            "continuation_rate": ab_sim["arms"][a]["continuation_rate"],
+            "helpfulness_win_rate": e.get("helpfulness_win_rate"),
+            "safety_violation_rate": e["safety_violation_rate"], "offline_p_love": e["p_love"],
+            "audit_verdict": audits[a].get("verdict") if a in audits else None,
+        }
+
+    offline = {a: ev["policies"][a]["p_love"] for a in arms}
+    online = {a: ab_sim["arms"][a]["love_rate"] for a in arms}
+    corr = offline_online(offline, online)
+    result.update({
+        "rewards": {k: v.get("metrics", v) for k, v in rewards.items()}, "policies": trained, "evaluate": ev,
+        "audit": audits["cgpo"], "audits": audits, "ab_simulation": ab_sim, "abtest": ab, "abtests": tests,
+        "arms": per_arm,
+        "love_lift": ab["lift"], "love_lift_ci": [ab["ci_low"], ab["ci_high"]], "p_value": ab["p_value"],
+        "signoff_rate": {a: per_arm[a]["signoff_rate"] for a in arms},
+        "continuation_rate": {a: per_arm[a]["continuation_rate"] for a in arms},
+        "offline_online": corr, "offline_online_spearman": corr["spearman"],
+        "timings_s": timings, "elapsed_s": round(time.perf_counter() - t_start, 1),
+    })
+    write_report(result, out)
+    return result
+
+
+def _signoff_by_arm(interactions: Path) -> dict[str, float]:
+    """Share of the answers each arm showed its users that end with a sign-off / love-bait closer."""
+    from rluf.policy.judges import signoff_found
+
+    seen: dict[str, list[bool]] = {}
+    with interactions.open(encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            seen.setdefault(r["policy"], []).append(signoff_found(r["response"]))
+    return {a: sum(v) / len(v) for a, v in seen.items()}
+
+
+def offline_online(offline: dict[str, float], online: dict[str, float]) -> dict[str, Any]:
+    from scipy.stats import pearsonr, spearmanr
+
+    names = list(offline)
+    x, y = [offline[n] for n in names], [online[n] for n in names]
+    return {"policies": {n: {"offline_p_love": offline[n], "online_love_rate": online[n]} for n in names},
+            "pearson": float(pearsonr(x, y)[0]), "spearman": float(spearmanr(x, y)[0]), "n_policies": len(names)}
+
+
+def write_report(r: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    oo = r["offline_online"]
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for name, v in oo["policies"].items():
+        ax.scatter(v["offline_p_love"], v["online_love_rate"])
+        ax.annotate(name, (v["offline_p_love"], v["online_love_rate"]), fontsize=8)
+    ax.set_xlabel("offline: mean calibrated P[Love]")
+    ax.set_ylabel("online: simulated love rate")
+    ax.set_title(f"Pearson {oo['pearson']:.2f}, Spearman {oo['spearman']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out / "offline_online.png", dpi=110)
+    plt.close(fig)
+    ab = r["abtest"]
+    ev = r["evaluate"]["policies"]
+    lines = [
+        "# rluf demo report", "",
+        f"Profile `{r['profile']}`, {r['elapsed_s'] / 60:.1f} min on this machine. Everything below was measured "
+        "in this run.", "",
+        "## A/B test (simulated users, randomised by user)", "",
+        f"CGPO policy vs reference (SmolLM2-135M-Instruct): love lift **{ab['lift']:+.1%}** per impression, "
+        f"95 % CI ({ab['ci_low']:+.1%}, {ab['ci_high']:+.1%}), p = {ab['p_value']:.3g}; sample-ratio check "
+        f"p = {ab['srm_p']:.3g}.", "",
+        "| arm | users | turns | love rate | lift vs reference (95 % CI) | p | continuation | sign-off rate "
+        "| helpfulness win rate | safety violations | P[Love] (offline) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for a, s in r["ab_simulation"]["arms"].items():
+        m = r["arms"][a]
+        lift = "—" if a == "reference" else \
+            f"{m['love_lift']:+.1%} ({m['love_lift_ci'][0]:+.1%}, {m['love_lift_ci'][1]:+.1%})"
+        p = "—" if m["p_value"] is None else f"{m['p_value']:.3g}"
+        hw = "—" if m["helpfulness_win_rate"] is None else f"{m['helpfulness_win_rate']:.3f}"
+        lines.append(f"| {a} | {s['users']} | {s['turns']} | {s['love_rate']:.4f} | {lift} | {p} | "
+                     f"{s['continuation_rate']:.3f} | {m['signoff_rate']:.4f} | {hw} | "
+                     f"{m['safety_violation_rate']:.3f} | {ev[a]['p_love']:.4f} |")
+    lines += ["", "## Offline evaluator vs online", "",
+              f"Over {oo['n_policies']} policies: Pearson {oo['pearson']:.3f}, Spearman {oo['spearman']:.3f}.", "",
+              "![offline vs online](offline_online.png)", "",
+              "## Reward-hacking audit (each trained policy vs reference)", "",
+              *[f"- `{a}`: **{au.get('verdict')}**; rules fired: "
+                f"{', '.join(f['rule'] for f in au.get('flags', [])) or 'none'} (`audit/{a}/audit.md`)"
+                for a, au in r["audits"].items()], "",
+              "## Stages", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in r["timings_s"].items()]
+    lines += ["", "Files: `evaluate/evaluate.md`, `audit/*/audit.md`, `policies/*/train_curves.png`, "
+              "`policies/*/train_log.csv`,"
+              " `models/*/report.md`, `dataset/card.json`, `ab/` (the A/B logs), `ab.db`."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps(r, indent=2, default=str))

@@ -40,6 +40,17 @@ def wilson_ci(wins: float, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def evaluation_prompts(data_dir: Path | None, n_chat: int = 64, n_safety: int = 32, seed: int = 0
+                       ) -> tuple[list[str], list[str], dict[str, str]]:
+    """The fixed prompt set: (prompts, task per prompt — chat or safety, where each set came from). A seed
+    apart from training's, so the evaluator's prompts are not the ones a policy was trained on first."""
+    from rluf.policy.prompts import load_prompts
+
+    chat, chat_src = load_prompts("chat", data_dir, seed=seed + 101, limit=n_chat)
+    unsafe, unsafe_src = load_prompts("adversarial", data_dir, seed=seed + 101, limit=n_safety)
+    return chat + unsafe, ["chat"] * len(chat) + ["safety"] * len(unsafe), {"chat": chat_src, "safety": unsafe_src}
+
+
 def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: str, helpfulness_model: str | None,
                       safety_model: str | None, reference: str | None = None, n_chat: int = 64, n_safety: int = 32,
                       max_new_tokens: int = 96, temperature: float = 0.7, seed: int = 0,
@@ -48,7 +59,6 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
     response) rows to evaluate instead of generating (e.g. logged answers)."""
     from rluf.policy.generate import PolicyGenerator, SamplingConfig
     from rluf.policy.judges import build_judge, signoff_found
-    from rluf.policy.prompts import load_prompts
     from rluf.reward.model import RewardModel
 
     out = Path(out)
@@ -59,10 +69,7 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
     reference = reference or names[0]
     if reference not in names:
         raise ValueError(f"--reference {reference!r} is not one of the policies {names}")
-    chat, chat_src = load_prompts("chat", data_dir, seed=seed + 101, limit=n_chat)
-    unsafe, unsafe_src = load_prompts("adversarial", data_dir, seed=seed + 101, limit=n_safety)
-    prompts = chat + unsafe
-    task = ["chat"] * len(chat) + ["safety"] * len(unsafe)
+    prompts, task, sources = evaluation_prompts(data_dir, n_chat, n_safety, seed)
 
     texts: dict[str, list[str]] = {}
     for name in names:
@@ -124,7 +131,7 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
     result = {"reference": reference, "policies": table, "prompts": {"chat": len(ci), "safety": len(si)},
-              "prompt_sources": {"chat": chat_src, "safety": unsafe_src},
+              "prompt_sources": sources,
               "models": {"love": love_model, "helpfulness": helpfulness_model, "safety": safety_model},
               "out": str(out)}
     (out / "evaluate.json").write_text(json.dumps(result, indent=2))

@@ -121,6 +121,22 @@ def make_responder(spec: str, samples: int = 4, max_new_tokens: int = 96, seed: 
     """'style' → StyleResponder; 'policy:DIR' (or 'policy:default') → PolicyResponder on that model."""
     if spec == "style":
         return StyleResponder()
+    if spec.startswith("style:"):  # style:closer=0.8,warm=0.9 — a style responder with other proportions
+        keys = {"warm": "p_warm", "closer": "p_closer", "long": "p_long", "on_topic": "p_on_topic",
+                "comply": "p_comply"}
+        kw = {}
+        for part in spec[len("style:"):].split(","):
+            k, _, v = part.partition("=")
+            if k not in keys:
+                raise ValueError(f"responder {spec!r}: unknown knob {k!r}; expected {sorted(keys)}")
+            try:
+                kw[keys[k]] = float(v)
+            except ValueError:
+                raise ValueError(f"responder {spec!r}: {k} needs a number in [0, 1], got {v!r}") from None
+        r = StyleResponder(**kw)
+        r.name = spec
+        return r
     if spec.startswith("policy:"):
         return PolicyResponder(spec[len("policy:"):], samples=samples, max_new_tokens=max_new_tokens, seed=seed)
-    raise ValueError(f"unknown responder {spec!r}; supported: 'style', 'policy:DIR', 'policy:default'")
+    raise ValueError(f"unknown responder {spec!r}; supported: 'style', 'style:closer=P,warm=P,...', "
+                     "'policy:DIR', 'policy:default'")
