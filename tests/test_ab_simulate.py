@@ -48,3 +48,21 @@ def test_each_user_sees_one_arm_and_love_bait_gets_more_hearts(tmp_path):
     # closers raise companionship users' love and cut their conversations short (the simulator's hack)
     assert arms["bait"]["mean_p_love"] > arms["plain"]["mean_p_love"]
     assert arms["bait"]["continuation_rate"] < arms["plain"]["continuation_rate"]
+
+
+def test_cli_simulate_then_analyze(tmp_path):
+    from typer.testing import CliRunner
+
+    from rluf.cli import app
+
+    db = f"sqlite:///{tmp_path / 'ab.db'}"
+    res = CliRunner().invoke(app, ["abtest", "simulate", "--arm", "plain=style:closer=0", "--arm",
+                                   "bait=style:closer=1", "--users", "300", "--days", "2", "--out",
+                                   str(tmp_path / "ab"), "--db", db, "--data-dir", str(tmp_path / "none"), "--json"])
+    assert res.exit_code == 0, res.output
+    sim = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(sim["arms"]) == {"plain", "bait"} and sim["ingest"]["quarantined"] == 0
+    res = CliRunner().invoke(app, ["abtest", "analyze", "--db", db, "--arms", "plain,bait", "--json"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["arms"]["plain"]["impressions"] == sim["arms"]["plain"]["turns"]

@@ -31,9 +31,12 @@ dataset_app = typer.Typer(help="Labelled sets from the store, and loaders for th
 store_app = typer.Typer(help="Create or inspect the feedback store.", no_args_is_help=True)
 reward_app = typer.Typer(help="P[Love] reward models: train, evaluate, score.", no_args_is_help=True)
 policy_app = typer.Typer(help="Policies: prepare the default model, train with CGPO, generate.", no_args_is_help=True)
+abtest_app = typer.Typer(help="A/B tests: simulate on the user population, analyze from the store, power.",
+                         no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(reward_app, name="reward")
 app.add_typer(policy_app, name="policy")
+app.add_typer(abtest_app, name="abtest")
 app.add_typer(store_app, name="store")
 
 DbOpt = Annotated[
@@ -537,6 +540,133 @@ def evaluate(
         print(stderr_note)
 
     _run(json_out, body, human)
+
+
+# ---------------------------------------------------------------------------------------------- audit, A/B
+@app.command()
+def audit(
+    policy: Annotated[Path, typer.Option("--policy", help="JSONL/Parquet of the policy's answers (prompt, response).")],
+    reference: Annotated[Path, typer.Option("--reference", help="The reference policy's answers, same prompts.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for audit.json, audit.md and plots.")] = None,
+    min_count: Annotated[int, typer.Option(help="A rising phrase must appear in at least this many answers.")] = 3,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reward-hacking audit: phrases, emoji and closers whose rate rises most, sign-off rate, length shift,
+    and a verdict with the rules that fired.
+
+    Example: rluf audit --policy eval/answers/cgpo.jsonl --reference eval/answers/reference.jsonl --out audit/
+    """
+
+    def body():
+        from rluf.evaluate.hacking import audit as run_audit
+        from rluf.evaluate.hacking import read_rows
+
+        return run_audit(read_rows(policy), read_rows(reference), out=out, min_count=min_count)
+
+    def human(r):
+        _kv_table("audit", {"verdict": r["verdict"], **{f["rule"]: f["detail"] for f in r["flags"]}})
+        for x in r["top_rising_phrases"][:10]:
+            print(f"  {x['phrase']!r:40} {x['reference_rate']:.2%} → {x['policy_rate']:.2%}")
+
+    _run(json_out, body, human)
+
+
+@abtest_app.command("analyze")
+def abtest_analyze(
+    arms: Annotated[str, typer.Option("--arms", help="control,treatment (values of the log's policy field).")],
+    db: DbOpt = DEFAULT_DB_URL,
+    reaction: Annotated[str, typer.Option(help="Reaction whose rate is compared.")] = "love",
+    window_hours: Annotated[float, typer.Option(help="Attribution window after the turn.")] = 24.0,
+    method: Annotated[str, typer.Option(help="delta (delta method over users) or bootstrap (users).")] = "delta",
+    alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
+    json_out: JsonOpt = False,
+) -> None:
+    """Relative lift in reactions per impression with a user-clustered CI, p-value, sample-ratio check,
+    guardrails (continuation, dislikes, safety) with non-inferiority verdicts, and the MDE at this traffic.
+
+    Example: rluf abtest analyze --db sqlite:///ab.db --arms reference,cgpo --json
+    """
+
+    def body():
+        from rluf.evaluate.ab_stats import analyze
+        from rluf.store import connect
+
+        names = tuple(a.strip() for a in arms.split(",") if a.strip())
+        return analyze(connect(db), names, reaction, window_hours, alpha, method)
+
+    def human(r):
+        _kv_table(f"A/B {r['treatment']} vs {r['control']} ({r['reaction']})", {
+            "lift": f"{r['lift']:+.2%}", "95 % CI": f"{r['ci_low']:+.2%} to {r['ci_high']:+.2%}",
+            "p-value": f"{r['p_value']:.3g}", "SRM p": f"{r['srm_p']:.3g}", "MDE (80 % power)": f"{r['mde_rel']:.1%}",
+            **{g["metric"]: f"{g['rel_change']:+.2%} ({'ok' if g['non_inferior'] else 'FAIL'})"
+               for g in r["guardrails"]}})
+
+    _run(json_out, body, human)
+
+
+@abtest_app.command("power")
+def abtest_power(
+    baseline: Annotated[float, typer.Option("--baseline", help="Control love rate per impression.")],
+    mde: Annotated[float | None, typer.Option("--mde", help="Relative lift to detect (e.g. 0.1) → users.")] = None,
+    users: Annotated[float | None, typer.Option("--users", help="Users per arm → detectable lift.")] = None,
+    impressions_per_user: Annotated[float, typer.Option(help="Mean turns per user.")] = 1.0,
+    icc: Annotated[float, typer.Option(help="Intra-user correlation of reactions.")] = 0.0,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    power_target: Annotated[float, typer.Option("--power", help="Power.")] = 0.8,
+    json_out: JsonOpt = False,
+) -> None:
+    """Users per arm for a relative lift, or the lift detectable with given traffic.
+
+    Example: rluf abtest power --baseline 0.02 --mde 0.1 --impressions-per-user 8 --icc 0.05
+    """
+
+    def body():
+        from rluf.evaluate.ab_stats import power
+
+        return power(baseline, mde, users, impressions_per_user, icc=icc, alpha=alpha, power_target=power_target)
+
+    _run(json_out, body, lambda r: _kv_table("abtest power", r))
+
+
+@abtest_app.command("simulate")
+def abtest_simulate(
+    arm: Annotated[list[str], typer.Option("--arm", help="NAME=RESPONDER(:WEIGHT), repeatable; RESPONDER is "
+                                           "policy:DIR, policy:default, style or style:closer=P,...")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the A/B logs (interactions, reactions, oracle).")],
+    db: Annotated[str | None, typer.Option("--db", help="Also ingest the logs into this store.")] = None,
+    users: Annotated[int, typer.Option(help="Simulated users (split across arms).")] = 3000,
+    days: Annotated[int, typer.Option(help="Days of traffic.")] = 3,
+    salt: Annotated[str, typer.Option(help="Assignment salt (a new salt reshuffles users).")] = "rluf-ab",
+    prompts_per_segment: Annotated[int | None, typer.Option(help="Distinct prompts per segment (bounds the "
+                                                            "generation a model arm needs).")] = 12,
+    samples: Annotated[int, typer.Option(help="Answers generated per distinct prompt per model arm.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Simulate an A/B test: users assigned to arms by a salted hash of their id (sticky), each arm answers
+    its users, the population reacts over several days.
+
+    Example: rluf abtest simulate --arm reference=policy:default --arm cgpo=policy:runs/cgpo --out ab/
+    --db sqlite:///ab.db
+    """
+
+    def body():
+        from rluf.simulate import SimulateConfig
+        from rluf.simulate.ab import parse_arms, run_ab_simulation
+
+        specs, weights = parse_arms(arm)
+        cfg = SimulateConfig(users=users, days=days, seed=seed, data_dir=data_dir,
+                             prompts_per_segment=prompts_per_segment, responder_samples=samples)
+        res = run_ab_simulation(cfg, specs, out, salt=salt, weights=weights)
+        if db:
+            from rluf.store import connect
+            from rluf.store.ingest import ingest
+
+            res["ingest"] = ingest(connect(db), [out / "interactions.jsonl", out / "reactions.jsonl"])
+        return res
+
+    _run(json_out, body, lambda r: _kv_table("abtest simulate", {a: json.dumps(v) for a, v in r["arms"].items()}))
 
 
 @app.command()

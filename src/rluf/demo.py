@@ -167,7 +167,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
 
     t = time.perf_counter()
     _stage(7, n, "reward-hacking audit (each trained policy vs reference)")
-    from rluf.evaluate.audit import audit
+    from rluf.evaluate.hacking import audit
 
     def chat_rows(name: str) -> list[dict]:
         rows = [json.loads(x) for x in (out / "evaluate" / "answers" / f"{name}.jsonl").read_text().splitlines()]
@@ -178,7 +178,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
 
     t = time.perf_counter()
     _stage(8, n, f"simulated A/B: {P['ab_users']} users × {P['ab_days']} days")
-    from rluf.evaluate.abtest import analyze
+    from rluf.evaluate.ab_stats import analyze
     from rluf.simulate.ab import run_ab_simulation
 
     arms = {"reference": "policy:default", **{a: f"policy:{out / 'policies' / a}" for a in P["policies"]},

@@ -1,0 +1,194 @@
+"""`rluf abtest analyze` / `rluf abtest power`: A/B statistics on the store, real or simulated.
+
+Users, not turns, are randomised, so turns of one user are correlated: a per-impression binomial interval is
+too narrow. The love rate per impression of an arm is a ratio of per-user sums, R = Σ loves_u / Σ turns_u,
+and its variance comes from the delta method over users (or a user-level bootstrap). The relative lift
+R_B / R_A − 1 gets its interval on the log scale, where the ratio of two independent estimates is a
+difference. Hand-written because statsmodels has no clustered ratio-metric lift; the building blocks
+(normal quantiles, chi-square) come from scipy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sqlalchemy import select
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class ArmData:
+    """Per-user sums of one arm: impressions (turns shown), loves, continued turns, dislikes, unsafe turns."""
+
+    users: np.ndarray
+    turns: np.ndarray
+    loves: np.ndarray
+    continued: np.ndarray
+    dislikes: np.ndarray
+    unsafe: np.ndarray
+
+
+def ratio_var(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """(R = Σnum/Σden, Var(R)) by the delta method over independent users."""
+    n = len(num)
+    r = num.sum() / den.sum()
+    if n < 2:
+        return float(r), float("nan")
+    mean_den = den.mean()
+    cov = np.cov(num, den, ddof=1)
+    var = (cov[0, 0] - 2 * r * cov[0, 1] + r * r * cov[1, 1]) / (n * mean_den**2)
+    return float(r), float(max(var, 0.0))
+
+
+def relative_change(a_num, a_den, b_num, b_den, alpha: float = 0.05, method: str = "delta", n_boot: int = 2000,
+                    seed: int = 0) -> dict[str, float]:
+    """Relative change of B vs A in a ratio metric, CI and two-sided p-value (H0: no change)."""
+    ra, va = ratio_var(a_num, a_den)
+    rb, vb = ratio_var(b_num, b_den)
+    if ra <= 0 or rb <= 0:
+        return {"control": ra, "treatment": rb, "rel_change": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "p_value": float("nan")}
+    est = rb / ra - 1
+    z = stats.norm.ppf(1 - alpha / 2)
+    if method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        ia = rng.integers(0, len(a_num), size=(n_boot, len(a_num)))
+        ib = rng.integers(0, len(b_num), size=(n_boot, len(b_num)))
+        ba = a_num[ia].sum(1) / np.maximum(a_den[ia].sum(1), 1e-12)
+        bb = b_num[ib].sum(1) / np.maximum(b_den[ib].sum(1), 1e-12)
+        lifts = bb / np.maximum(ba, 1e-12) - 1
+        lo, hi = np.quantile(lifts, [alpha / 2, 1 - alpha / 2])
+        p = min(1.0, 2 * min(np.mean(lifts <= 0), np.mean(lifts >= 0)) + 1 / n_boot)
+    else:
+        se = np.sqrt(va / ra**2 + vb / rb**2)  # Var(log R) ≈ Var(R)/R²
+        log_lift = np.log(rb / ra)
+        lo, hi = np.exp(log_lift - z * se) - 1, np.exp(log_lift + z * se) - 1
+        p = float(2 * stats.norm.sf(abs(log_lift) / se)) if se > 0 else float("nan")
+    return {"control": ra, "treatment": rb, "rel_change": float(est), "ci_low": float(lo), "ci_high": float(hi),
+            "p_value": float(p)}
+
+
+def load_arms(engine: Any, arms: tuple[str, ...], reaction: str = "love", window_hours: float = 24.0
+              ) -> dict[str, ArmData]:
+    """Per-user sums for each arm from the store. A turn counts a reaction when its own user left it within
+    the window and did not withdraw it (the latest event of that user, turn and reaction, inside the window,
+    is not a withdrawal)."""
+    from rluf.store.schema import reactions, responses
+
+    window = int(window_hours * 3_600_000)
+    with engine.connect() as c:
+        found = [r[0] for r in c.execute(select(responses.c.policy).distinct())]
+        missing = [a for a in arms if a not in found]
+        if missing:
+            raise ValueError(f"no traffic for arm(s) {missing} in the store; arms found: {sorted(found)}")
+        turns = c.execute(select(responses.c.response_id, responses.c.conversation_id, responses.c.user_id,
+                                 responses.c.turn_index, responses.c.created_at_ms, responses.c.policy,
+                                 responses.c.metadata).where(responses.c.policy.in_(arms))).all()
+        events = c.execute(select(reactions.c.response_id, reactions.c.user_id, reactions.c.reaction,
+                                  reactions.c.created_at_ms, reactions.c.removed)
+                           .where(reactions.c.reaction.in_([reaction, "dislike"]))
+                           .order_by(reactions.c.created_at_ms, reactions.c.id)).all()
+    shown = {t.response_id: t for t in turns}
+    state: dict[tuple[str, str], bool] = {}
+    for e in events:
+        t = shown.get(e.response_id)
+        if t is None or e.user_id != t.user_id or not (0 <= e.created_at_ms - t.created_at_ms <= window):
+            continue
+        state[(e.response_id, e.reaction)] = not e.removed  # the latest event in the window wins
+    next_turn = {(t.conversation_id, t.turn_index) for t in turns}
+    out = {}
+    for arm in arms:
+        per: dict[str, list[int]] = {}
+        for t in turns:
+            if t.policy != arm:
+                continue
+            s = per.setdefault(t.user_id, [0, 0, 0, 0, 0])
+            s[0] += 1
+            s[1] += state.get((t.response_id, reaction), False)
+            s[2] += (t.conversation_id, t.turn_index + 1) in next_turn
+            s[3] += state.get((t.response_id, "dislike"), False)
+            s[4] += bool(t.metadata and json.loads(t.metadata).get("unsafe"))
+        m = np.array(list(per.values()), dtype=float).reshape(-1, 5)
+        out[arm] = ArmData(np.array(list(per)), m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4])
+    return out
+
+
+def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "love", window_hours: float = 24.0,
+            alpha: float = 0.05, method: str = "delta", expected_split: tuple[float, ...] | None = None,
+            continuation_margin: float = 0.02, dislike_margin: float = 0.10, power_target: float = 0.8,
+            seed: int = 0) -> dict[str, Any]:
+    """Control = arms[0], treatment = arms[1]."""
+    if len(arms) != 2 or arms[0] == arms[1]:
+        raise ValueError(f"--arms needs two different arm names (control,treatment), got {list(arms)}")
+    if method not in ("delta", "bootstrap"):
+        raise ValueError(f"--method must be delta or bootstrap, got {method!r}")
+    data = load_arms(engine, arms, reaction, window_hours)
+    a, b = data[arms[0]], data[arms[1]]
+    main = relative_change(a.loves, a.turns, b.loves, b.turns, alpha, method, seed=seed)
+    split = np.array(expected_split or [1.0, 1.0], dtype=float)
+    n_users = np.array([len(a.users), len(b.users)], dtype=float)
+    srm_p = float(stats.chisquare(n_users, split / split.sum() * n_users.sum()).pvalue)
+    guardrails = []
+    cont = relative_change(a.continued, a.turns, b.continued, b.turns, alpha, method, seed=seed)
+    guardrails.append({"metric": "continuation_rate", **_g(cont), "margin": -continuation_margin,
+                       "non_inferior": bool(cont["ci_low"] > -continuation_margin)})
+    if a.dislikes.sum() + b.dislikes.sum() > 0:
+        d = relative_change(a.dislikes, a.turns, b.dislikes, b.turns, alpha, method, seed=seed)
+        ok = bool(d["ci_high"] < dislike_margin) if np.isfinite(d["ci_high"]) else False
+        guardrails.append({"metric": "dislike_rate", **_g(d), "margin": dislike_margin, "non_inferior": ok})
+    if a.unsafe.sum() + b.unsafe.sum() > 0:
+        u = relative_change(a.unsafe, a.turns, b.unsafe, b.turns, alpha, method, seed=seed)
+        guardrails.append({"metric": "safety_violation_rate", **_g(u), "margin": 0.0,
+                           "non_inferior": bool(u["ci_high"] <= 0.0) if np.isfinite(u["ci_high"]) else False})
+    m = float(np.mean(np.concatenate([a.turns, b.turns])))
+    mde = power(main["control"], users_per_arm=float(n_users.min()), impressions_per_user=m,
+                design_effect=_design_effect(a.loves, a.turns), alpha=alpha, power_target=power_target)
+    return {
+        "arms": {name: {"users": len(d.users), "impressions": int(d.turns.sum()), "loves": int(d.loves.sum()),
+                        "love_rate": float(d.loves.sum() / max(d.turns.sum(), 1)),
+                        "continuation_rate": float(d.continued.sum() / max(d.turns.sum(), 1))}
+                 for name, d in data.items()},
+        "control": arms[0], "treatment": arms[1], "reaction": reaction, "method": method, "alpha": alpha,
+        "lift": main["rel_change"], "ci_low": main["ci_low"], "ci_high": main["ci_high"], "p_value": main["p_value"],
+        "srm_p": srm_p, "srm_ok": srm_p >= 0.001, "guardrails": guardrails, "mde_rel": mde["mde_rel"],
+    }
+
+
+def _g(r: dict[str, float]) -> dict[str, float]:
+    return {"control": r["control"], "treatment": r["treatment"], "rel_change": r["rel_change"],
+            "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+
+
+def _design_effect(num: np.ndarray, den: np.ndarray) -> float:
+    """Var of the clustered ratio estimate over the binomial variance of as many independent impressions."""
+    r, v = ratio_var(num, den)
+    binom = r * (1 - r) / den.sum()
+    return float(v / binom) if binom > 0 and np.isfinite(v) else 1.0
+
+
+def power(baseline: float, mde_rel: float | None = None, users_per_arm: float | None = None,
+          impressions_per_user: float = 1.0, design_effect: float | None = None, icc: float = 0.0,
+          alpha: float = 0.05, power_target: float = 0.8) -> dict[str, Any]:
+    """Users per arm needed for a relative MDE, or the MDE at a given traffic. Two-sided z-test on the
+    rate per impression, variance inflated by the design effect 1 + (m − 1)·ICC (or as given)."""
+    if not 0 < baseline < 1:
+        raise ValueError(f"baseline rate must be in (0, 1), got {baseline}")
+    if (mde_rel is None) == (users_per_arm is None):
+        raise ValueError("give exactly one of mde_rel (→ users needed) or users_per_arm (→ MDE)")
+    deff = design_effect if design_effect is not None else 1 + (impressions_per_user - 1) * icc
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power_target)
+    m = impressions_per_user
+    if mde_rel is not None:
+        p2 = baseline * (1 + mde_rel)
+        n = z**2 * (baseline * (1 - baseline) + p2 * (1 - p2)) * deff / (m * (p2 - baseline) ** 2)
+        return {"baseline": baseline, "mde_rel": mde_rel, "users_per_arm": int(np.ceil(n)),
+                "impressions_per_arm": int(np.ceil(n * m)), "design_effect": deff, "alpha": alpha,
+                "power": power_target}
+    var = 2 * baseline * (1 - baseline) * deff / (users_per_arm * m)
+    return {"baseline": baseline, "users_per_arm": users_per_arm, "mde_rel": float(z * np.sqrt(var) / baseline),
+            "design_effect": deff, "alpha": alpha, "power": power_target}
