@@ -669,6 +669,79 @@ def abtest_simulate(
     _run(json_out, body, lambda r: _kv_table("abtest simulate", {a: json.dumps(v) for a, v in r["arms"].items()}))
 
 
+# ------------------------------------------------------------------------------------------------ serve
+users_app = typer.Typer(help="Users of the chat service (rluf serve): create one and print its token.",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@app.command()
+def serve(
+    db: DbOpt = DEFAULT_DB_URL,
+    host: Annotated[str, typer.Option(help="Interface to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    arm: Annotated[list[str] | None, typer.Option("--arm", help="NAME=MODEL_DIR(:WEIGHT), repeatable; MODEL_DIR "
+                                                  "'default' is the default policy. None: one arm, the default "
+                                                  "policy.")] = None,
+    admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="RLUF_ADMIN_TOKEN", show_envvar=True,
+                                                    help="Token for /admin routes; a fresh one is printed to "
+                                                    "stderr when absent.")] = None,
+    salt: Annotated[str, typer.Option(help="Arm assignment salt (a new salt reshuffles users).")] = "rluf-ab",
+    batch_size: Annotated[int, typer.Option(help="Most requests answered by one batched generate call.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Cap on a request's max_tokens.")] = 256,
+    rate_limit: Annotated[float, typer.Option(help="Requests per minute per user (0: no limit).")] = 60.0,
+    rate_burst: Annotated[int, typer.Option(help="Requests a user may send at once.")] = 20,
+    access_log: Annotated[bool, typer.Option(help="Log each request line (never headers or tokens).")] = True,
+) -> None:
+    """Serve OpenAI-compatible chat that stores every turn and reaction, with A/B arms and a chat page at /.
+
+    Example: rluf serve --db sqlite:///rluf.db --port 8000 --arm control=default --arm cgpo=runs/cgpo/final
+    """
+    from rluf.progress import stderr
+
+    try:
+        import uvicorn
+
+        from rluf.serve import ServeConfig, create_app, parse_arms
+
+        arms = parse_arms(arm)
+        cfg = ServeConfig(salt=salt, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          default_max_tokens=min(128, max_new_tokens), rate_per_minute=rate_limit,
+                          rate_burst=rate_burst)
+        application = create_app(db, arms, admin_token, cfg)
+    except (ValueError, FileNotFoundError) as e:
+        stderr.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    stderr.print(f"rluf serve: http://{host}:{port}/ arms " + ", ".join(
+        f"{a.name}={a.model_label}:{a.weight:g}" for a in arms), highlight=False)
+    uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="info",
+                timeout_graceful_shutdown=5)
+
+
+@users_app.command("create")
+def users_create(
+    db: DbOpt = DEFAULT_DB_URL,
+    user_id: Annotated[str | None, typer.Option("--user-id", help="The id to give (default: a random u_...).")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="The user may also call the /admin routes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a user of rluf serve and print its bearer token (shown once; the store keeps only a hash).
+
+    Example: rluf users create --db sqlite:///rluf.db --json
+    """
+
+    def body():
+        from rluf.serve.store import Conflict, create_user
+        from rluf.store import connect
+
+        try:
+            return create_user(connect(db), user_id, admin)
+        except Conflict as e:
+            raise ValueError(str(e)) from None
+
+    _run(json_out, body, lambda r: _kv_table("user", r))
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Working folder for the demo's files.")] = Path("demo-out"),

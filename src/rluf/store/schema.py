@@ -105,3 +105,14 @@ ingest_runs = Table(
     Column("duplicates", Integer, nullable=False, default=0),
     Column("quarantined", Integer, nullable=False, default=0),
 )
+
+# Users of `rluf serve`. Only a SHA-256 of the bearer token is kept: a copy of the store does not let anyone
+# act as a user. The table is new in the same schema version: create_all adds it to older stores.
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+)
