@@ -41,7 +41,7 @@ def _wait_ready(c: TestClient, timeout: float = 60.0) -> None:
 def _app(db_url: str, tiny_policy: Path, **cfg) -> TestClient:
     arms = [Arm("control", str(tiny_policy)), Arm("treatment", str(tiny_policy))]
     config = ServeConfig(rate_per_minute=cfg.pop("rate_per_minute", 0), default_max_tokens=8, max_new_tokens=32,
-                         **cfg)
+                         threads=1, **cfg)
     return TestClient(create_app(db_url, arms, ADMIN, config))
 
 

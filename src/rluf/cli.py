@@ -691,6 +691,8 @@ def serve(
     max_new_tokens: Annotated[int, typer.Option(help="Cap on a request's max_tokens.")] = 256,
     rate_limit: Annotated[float, typer.Option(help="Requests per minute per user (0: no limit).")] = 60.0,
     rate_burst: Annotated[int, typer.Option(help="Requests a user may send at once.")] = 20,
+    threads: Annotated[int | None, typer.Option(help="Torch threads for generation (default: RLUF_THREADS or "
+                                                "every core; 1 suits small models on a busy machine).")] = None,
     access_log: Annotated[bool, typer.Option(help="Log each request line (never headers or tokens).")] = True,
 ) -> None:
     """Serve OpenAI-compatible chat that stores every turn and reaction, with A/B arms and a chat page at /.
@@ -707,7 +709,7 @@ def serve(
         arms = parse_arms(arm)
         cfg = ServeConfig(salt=salt, batch_size=batch_size, max_new_tokens=max_new_tokens,
                           default_max_tokens=min(128, max_new_tokens), rate_per_minute=rate_limit,
-                          rate_burst=rate_burst)
+                          rate_burst=rate_burst, threads=threads)
         application = create_app(db, arms, admin_token, cfg)
     except (ValueError, FileNotFoundError) as e:
         stderr.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)

@@ -176,7 +176,7 @@ def create_app(db: str | Engine, arms: list[Arm] | None = None, admin_token: str
     arms = arms or parse_arms(None)
     engine = connect(db) if isinstance(db, str) else db
     store = ServeStore(engine)
-    worker = worker or GenerationWorker(arms, cfg.batch_size, cfg.batch_wait_ms)
+    worker = worker or GenerationWorker(arms, cfg.batch_size, cfg.batch_wait_ms, threads=cfg.threads)
     limiter = RateLimiter(cfg.rate_per_minute, cfg.rate_burst)
     admin_digest = hashlib.sha256(resolve_admin_token(admin_token).encode()).digest()
     page = (STATIC / "page.html").read_bytes()

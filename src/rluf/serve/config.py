@@ -30,5 +30,8 @@ class ServeConfig:
     """Most requests answered by one batched generate call."""
     batch_wait_ms: float = 2.0
     """How long the generation thread waits for company before it starts a batch."""
+    threads: int | None = None
+    """Torch threads of the generation thread (default: $RLUF_THREADS or every core). 1 is much faster for
+    small models on a busy machine, where threads spinning at each op's barrier wait for each other."""
     request_timeout_s: float = 300.0
     """A chat request waiting longer than this for its answer gets 503."""

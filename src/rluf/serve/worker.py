@@ -65,8 +65,9 @@ def _deliver(fut: asyncio.Future, value: Any, error: BaseException | None) -> No
 
 class GenerationWorker:
     def __init__(self, arms: list[Arm], batch_size: int = 8, batch_wait_ms: float = 2.0,
-                 loader: Callable[[Arm, int], Any] = _load_generator):
+                 loader: Callable[[Arm, int], Any] = _load_generator, threads: int | None = None):
         self.arms = arms
+        self.threads = threads
         self.batch_size = batch_size
         self.batch_wait = batch_wait_ms / 1000
         self._loader = loader
@@ -97,6 +98,10 @@ class GenerationWorker:
             for arm in self.arms:
                 print(f"rluf serve: loading arm {arm.name} ({arm.model_label})", file=sys.stderr, flush=True)
                 self.generators[arm.name] = self._loader(arm, self.batch_size)
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)  # OpenMP settings are per thread: this one only
         except Exception as e:  # reported by /health; the service stays up to say why
             self.error = f"{type(e).__name__}: {e}"
             print(f"rluf serve: loading failed: {self.error}", file=sys.stderr, flush=True)
