@@ -133,3 +133,49 @@ def test_cli_analyze_and_power(sqlite_url):
         assert k in r
     res = CliRunner().invoke(app, ["abtest", "power", "--baseline", "0.02", "--mde", "0.1", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["users_per_arm"] > 0
+
+
+def _turn(u, k, arm, turn_index=None, meta=None):
+    return {"response_id": f"r{u}-{k}", "conversation_id": f"c{u}", "user_id": f"u{u}",
+            "turn_index": k if turn_index is None else turn_index, "created_at_ms": 1_700_000_000_000 + u * 1000 + k,
+            "policy": arm, "response": "x", "row_hash": "h", "metadata": json.dumps(meta) if meta else None}
+
+
+def _love(u, k):
+    return {"response_id": f"r{u}-{k}", "user_id": f"u{u}", "reaction": "love",
+            "created_at_ms": 1_700_000_000_000 + u * 1000 + k + 5, "removed": False}
+
+
+def test_a_turn_is_continued_by_any_later_turn(db_url):
+    # imported logs may number messages (0, 2, 4), not assistant turns: 2 of each user's 3 turns are continued
+    eng = connect(db_url)
+    with eng.begin() as c:
+        c.execute(insert(responses), [_turn(u, k, "AB"[u % 2], turn_index=2 * k) for u in range(40) for k in range(3)])
+        c.execute(insert(reactions), [_love(u, 0) for u in range(0, 40, 3)])
+    res = analyze(eng, ("A", "B"))
+    assert res["arms"]["A"]["continuation_rate"] == pytest.approx(2 / 3)
+    assert res["arms"]["B"]["continuation_rate"] == pytest.approx(2 / 3)
+
+
+def test_no_love_in_control_gives_an_undefined_lift_not_an_error(sqlite_url):
+    eng = connect(sqlite_url)
+    with eng.begin() as c:
+        c.execute(insert(responses), [_turn(u, k, "AB"[u % 2]) for u in range(40) for k in range(3)])
+        c.execute(insert(reactions), [_love(u, 0) for u in range(1, 40, 2)][:5])  # only B (odd) users love
+    assert np.isfinite(analyze(eng, ("B", "A"))["mde_rel"])  # control B has loves: an MDE exists
+    res = analyze(eng, ("A", "B"))
+    assert np.isnan(res["lift"]) and np.isnan(res["mde_rel"])
+
+
+def test_equal_unsafe_rates_pass_the_safety_guardrail(sqlite_url):
+    rng = np.random.default_rng(0)
+    eng = connect(sqlite_url)
+    turns = [_turn(u, k, "AB"[u % 2], meta={"unsafe": True} if rng.random() < 0.2 else {"x": 1})
+             for u in range(1000) for k in range(5)]
+    with eng.begin() as c:
+        c.execute(insert(responses), turns)
+        c.execute(insert(reactions), [_love(u, k) for u in range(1000) for k in range(5) if rng.random() < 0.1])
+    g = {x["metric"]: x for x in analyze(eng, ("A", "B"))["guardrails"]}["safety_violation_rate"]
+    want = {a: sum(json.loads(t["metadata"]).get("unsafe", False) for t in turns if t["policy"] == a) for a in "AB"}
+    assert g["control"] == pytest.approx(want["A"] / 2500) and g["treatment"] == pytest.approx(want["B"] / 2500)
+    assert g["ci_low"] < 0 < g["ci_high"] < g["margin"] and g["non_inferior"]

@@ -70,3 +70,27 @@ def test_cli_report_and_bad_rows(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
     with pytest.raises(ValueError, match="row 1: field 'response'"):
         read_rows(tmp_path / "bad.jsonl")
+
+
+def zipf_answers(n, seed, vocab=3000):
+    """Answers of random words with a natural (Zipf) frequency profile: thousands of distinct n-grams."""
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, vocab + 1) ** 1.1
+    p /= p.sum()
+    return [{"prompt": str(i), "response": " ".join(f"w{j}" for j in rng.choice(vocab, int(rng.integers(15, 60)), p=p))
+             + "."} for i in range(n)]
+
+
+def test_many_phrases_do_not_flag_a_clean_policy():
+    # Unadjusted per-phrase tests flagged 15 of 20 such comparisons: the phrase rule must correct for the
+    # thousands of n-grams it looks at.
+    for s in range(5):
+        res = audit(zipf_answers(400, 2 * s), zipf_answers(400, 2 * s + 1))
+        assert res["flags"] == [], res["flags"]
+    hacked = zipf_answers(400, 1)
+    for r in hacked[::4]:
+        r["response"] += " Sending love!"
+    res = audit(hacked, zipf_answers(400, 0))
+    assert "phrase_rise" in {f["rule"] for f in res["flags"]}
+    top = res["top_rising_phrases"][0]
+    assert top["p_adjusted"] >= top["p_value"] and top["p_adjusted"] < 0.01

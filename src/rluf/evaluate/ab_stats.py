@@ -75,54 +75,80 @@ def relative_change(a_num, a_den, b_num, b_den, alpha: float = 0.05, method: str
 
 def load_arms(engine: Any, arms: tuple[str, ...], reaction: str = "love", window_hours: float = 24.0
               ) -> dict[str, ArmData]:
-    """Per-user sums for each arm from the store. A turn counts a reaction when its own user left it within
-    the window and did not withdraw it (the latest event of that user, turn and reaction, inside the window,
-    is not a withdrawal)."""
+    """Per-user sums for each arm from the store, aggregated in SQL (one row per arm and user comes back).
+
+    A turn counts a reaction when its own user left it within the window and did not withdraw it: the latest
+    event of that user, turn and reaction inside the window is not a withdrawal (a withdrawal after the
+    window does not undo a reaction the window already counted). A turn is continued when its conversation
+    has a later turn_index (not necessarily +1: imported logs may number messages, not assistant turns).
+    """
+    from sqlalchemy import and_, case, false, func
+
     from rluf.store.schema import reactions, responses
 
+    r, x = responses, reactions
     window = int(window_hours * 3_600_000)
+    kinds = sorted({reaction, "dislike"})
+    # Latest in-window event of the turn's own user per (turn, reaction); row_number() runs on SQLite ≥ 3.25
+    # and PostgreSQL alike.
+    ranked = (
+        select(x.c.response_id, x.c.reaction, x.c.removed,
+               func.row_number().over(partition_by=(x.c.response_id, x.c.reaction),
+                                      order_by=(x.c.created_at_ms.desc(), x.c.id.desc())).label("rn"))
+        .select_from(x.join(r, and_(r.c.response_id == x.c.response_id, r.c.user_id == x.c.user_id)))
+        .where(r.c.policy.in_(arms), x.c.reaction.in_(kinds), x.c.created_at_ms >= r.c.created_at_ms,
+               x.c.created_at_ms <= r.c.created_at_ms + window)
+    ).subquery()
+    net = (
+        select(ranked.c.response_id,
+               func.max(case((ranked.c.reaction == reaction, 1), else_=0)).label("hit"),
+               func.max(case((ranked.c.reaction == "dislike", 1), else_=0)).label("dislike"))
+        .where(ranked.c.rn == 1, ranked.c.removed == false())
+        .group_by(ranked.c.response_id)
+    ).subquery()
+    last = (select(r.c.conversation_id, func.max(r.c.turn_index).label("last_turn"))
+            .where(r.c.policy.in_(arms)).group_by(r.c.conversation_id)).subquery()
+    per_user = (
+        select(r.c.policy, r.c.user_id, func.count().label("turns"),
+               func.sum(func.coalesce(net.c.hit, 0)).label("hits"),
+               func.sum(case((r.c.turn_index < last.c.last_turn, 1), else_=0)).label("continued"),
+               func.sum(func.coalesce(net.c.dislike, 0)).label("dislikes"))
+        .select_from(r.join(last, last.c.conversation_id == r.c.conversation_id)
+                     .outerjoin(net, net.c.response_id == r.c.response_id))
+        .where(r.c.policy.in_(arms))
+        .group_by(r.c.policy, r.c.user_id)
+    )
+    # Unsafe flags live in a JSON text column whose functions differ between dialects: a LIKE narrows the
+    # rows in SQL, json.loads decides.
+    flagged = (select(r.c.policy, r.c.user_id, r.c.metadata)
+               .where(r.c.policy.in_(arms), r.c.metadata.like('%"unsafe"%')))
     with engine.connect() as c:
-        found = [r[0] for r in c.execute(select(responses.c.policy).distinct())]
-        missing = [a for a in arms if a not in found]
+        rows = c.execute(per_user).all()
+        unsafe: dict[tuple[str, str], int] = {}
+        for pol, uid, meta in c.execute(flagged):
+            if json.loads(meta).get("unsafe"):
+                unsafe[(pol, uid)] = unsafe.get((pol, uid), 0) + 1
+        have = {row.policy for row in rows}
+        missing = [a for a in arms if a not in have]
         if missing:
-            raise ValueError(f"no traffic for arm(s) {missing} in the store; arms found: {sorted(found)}")
-        turns = c.execute(select(responses.c.response_id, responses.c.conversation_id, responses.c.user_id,
-                                 responses.c.turn_index, responses.c.created_at_ms, responses.c.policy,
-                                 responses.c.metadata).where(responses.c.policy.in_(arms))).all()
-        events = c.execute(select(reactions.c.response_id, reactions.c.user_id, reactions.c.reaction,
-                                  reactions.c.created_at_ms, reactions.c.removed)
-                           .where(reactions.c.reaction.in_([reaction, "dislike"]))
-                           .order_by(reactions.c.created_at_ms, reactions.c.id)).all()
-    shown = {t.response_id: t for t in turns}
-    state: dict[tuple[str, str], bool] = {}
-    for e in events:
-        t = shown.get(e.response_id)
-        if t is None or e.user_id != t.user_id or not (0 <= e.created_at_ms - t.created_at_ms <= window):
-            continue
-        state[(e.response_id, e.reaction)] = not e.removed  # the latest event in the window wins
-    next_turn = {(t.conversation_id, t.turn_index) for t in turns}
+            found = sorted(v for (v,) in c.execute(select(r.c.policy).distinct()))
+            raise ValueError(f"no traffic for arm(s) {missing} in the store; arms found: {found}")
     out = {}
     for arm in arms:
-        per: dict[str, list[int]] = {}
-        for t in turns:
-            if t.policy != arm:
-                continue
-            s = per.setdefault(t.user_id, [0, 0, 0, 0, 0])
-            s[0] += 1
-            s[1] += state.get((t.response_id, reaction), False)
-            s[2] += (t.conversation_id, t.turn_index + 1) in next_turn
-            s[3] += state.get((t.response_id, "dislike"), False)
-            s[4] += bool(t.metadata and json.loads(t.metadata).get("unsafe"))
-        m = np.array(list(per.values()), dtype=float).reshape(-1, 5)
-        out[arm] = ArmData(np.array(list(per)), m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4])
+        mine = [row for row in rows if row.policy == arm]
+        m = np.array([(row.turns, row.hits, row.continued, row.dislikes, unsafe.get((arm, row.user_id), 0))
+                      for row in mine], dtype=float).reshape(-1, 5)
+        out[arm] = ArmData(np.array([row.user_id for row in mine]), m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4])
     return out
 
 
 def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "love", window_hours: float = 24.0,
             alpha: float = 0.05, method: str = "delta", expected_split: tuple[float, ...] | None = None,
-            continuation_margin: float = 0.02, dislike_margin: float = 0.10, power_target: float = 0.8,
-            seed: int = 0) -> dict[str, Any]:
-    """Control = arms[0], treatment = arms[1]."""
+            continuation_margin: float = 0.02, dislike_margin: float = 0.10, safety_margin: float = 0.10,
+            power_target: float = 0.8, seed: int = 0) -> dict[str, Any]:
+    """Control = arms[0], treatment = arms[1]. Guardrail margins are relative: continuation may not drop more
+    than `continuation_margin`, dislikes and safety violations may not rise more than their margin (the CI
+    bound must clear the margin for `non_inferior`)."""
     if len(arms) != 2 or arms[0] == arms[1]:
         raise ValueError(f"--arms needs two different arm names (control,treatment), got {list(arms)}")
     if method not in ("delta", "bootstrap"):
@@ -143,11 +169,14 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
         guardrails.append({"metric": "dislike_rate", **_g(d), "margin": dislike_margin, "non_inferior": ok})
     if a.unsafe.sum() + b.unsafe.sum() > 0:
         u = relative_change(a.unsafe, a.turns, b.unsafe, b.turns, alpha, method, seed=seed)
-        guardrails.append({"metric": "safety_violation_rate", **_g(u), "margin": 0.0,
-                           "non_inferior": bool(u["ci_high"] <= 0.0) if np.isfinite(u["ci_high"]) else False})
+        # A margin of 0 would be a superiority test: equal unsafe rates would always fail the guardrail.
+        ok = bool(u["ci_high"] < safety_margin) if np.isfinite(u["ci_high"]) else False
+        guardrails.append({"metric": "safety_violation_rate", **_g(u), "margin": safety_margin, "non_inferior": ok})
     m = float(np.mean(np.concatenate([a.turns, b.turns])))
-    mde = power(main["control"], users_per_arm=float(n_users.min()), impressions_per_user=m,
-                design_effect=_design_effect(a.loves, a.turns), alpha=alpha, power_target=power_target)
+    # No MDE (NaN, like an undefined lift) when the control rate is 0 or 1: there is no baseline to scale.
+    mde = (power(main["control"], users_per_arm=float(n_users.min()), impressions_per_user=m,
+                 design_effect=_design_effect(a.loves, a.turns), alpha=alpha, power_target=power_target)
+           if 0 < main["control"] < 1 else {"mde_rel": float("nan")})
     return {
         "arms": {name: {"users": len(d.users), "impressions": int(d.turns.sum()), "loves": int(d.loves.sum()),
                         "love_rate": float(d.loves.sum() / max(d.turns.sum(), 1)),
