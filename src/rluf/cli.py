@@ -63,10 +63,15 @@ DataDirOpt = Annotated[
 
 def _run(json_out: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict[str, Any]], None]) -> None:
     """Run a command body; print its result as JSON or as a human summary; turn user errors into exit 2."""
+    import contextlib
+
     from rluf.progress import stderr
 
     try:
-        result = fn()
+        # Libraries print too (transformers' Trainer prints its logs): with --json, stdout carries only the
+        # result object, so anything printed while the command runs goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
+            result = fn()
     except (ValueError, FileNotFoundError, KeyError) as e:
         msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
         if json_out:
@@ -74,9 +79,22 @@ def _run(json_out: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict
         stderr.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if json_out:
-        sys.stdout.write(json.dumps(result, default=str, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(_finite(result), default=str, ensure_ascii=False, allow_nan=False) + "\n")
     else:
         human(result)
+
+
+def _finite(x: Any) -> Any:
+    """NaN and infinities become null: strict JSON parsers reject them (e.g. a lift with no control loves)."""
+    import math
+
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _kv_table(title: str, rows: dict[str, Any]) -> None:

@@ -48,6 +48,11 @@ class ArmRouter:
                     answers[i] = a
         return answers, arm_of
 
+    def prewarm(self, prompts: list[str]) -> None:
+        for r in self.arms.values():
+            if hasattr(r, "prewarm"):
+                r.prewarm(prompts)
+
     def respond(self, prompts, segments, harmful, rng):  # pragma: no cover - the engine calls respond_users
         raise TypeError("ArmRouter answers per user: call respond_users")
 

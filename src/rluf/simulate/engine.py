@@ -309,6 +309,8 @@ def run_simulation(cfg: SimulateConfig, out_dir: Path, responder: Responder | No
     intercept = _calibration_intercept(cfg, pools, scorer)
     if cfg.prompts_per_segment:  # after the intercept: trimming must not change how users react
         pools = _trim_pools(pools, cfg.prompts_per_segment, cfg.seed)
+        if hasattr(responder, "prewarm"):  # a model answers: generate its answers for the bounded pool at once
+            responder.prewarm([p for v in pools.pools.values() for p in v])
     pop = make_population(cfg, np.random.default_rng([cfg.seed, 0]))
     traffic = _Traffic(cfg, pools, responder, scorer, pop, np.random.default_rng([cfg.seed, 2]))
     turns: list[dict] = []
