@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -61,6 +62,8 @@ def test_load_50_concurrent_users(db_url, tiny_policy, capsys):
     with eng.connect() as conn:
         assert conn.execute(select(func.count()).select_from(responses)).scalar_one() == 100
         assert conn.execute(select(func.count()).select_from(reactions)).scalar_one() == 150
+        batches = [json.loads(m)["batch"] for m in conn.execute(select(responses.c.metadata)).scalars()]
+    assert max(batches) > 1, "concurrent requests were not batched"
     assert {t["arm"] for t in res.turns} == {"control", "treatment"}
 
 
