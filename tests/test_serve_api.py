@@ -327,3 +327,10 @@ def test_schema_creation_twice_is_harmless(db_url):
     connect(db_url)
     with eng.connect() as conn:
         assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 0
+
+
+def test_serve_cli_refuses_bad_arms_before_starting(tmp_path):
+    for arm, msg in ((f"a={tmp_path / 'missing'}", "not a model folder"), ("a b=x", "the name must")):
+        res = CliRunner().invoke(cli_app, ["serve", "--db", f"sqlite:///{tmp_path / 's.db'}", "--arm", arm,
+                                           "--port", "1"])
+        assert res.exit_code == 2 and msg in res.output, res.output

@@ -723,8 +723,10 @@ def serve(
         import uvicorn
 
         from rluf.serve import ServeConfig, create_app, parse_arms
+        from rluf.serve.arms import check_arms
 
         arms = parse_arms(arm)
+        check_arms(arms)
         cfg = ServeConfig(salt=salt, batch_size=batch_size, max_new_tokens=max_new_tokens,
                           default_max_tokens=min(128, max_new_tokens), rate_per_minute=rate_limit,
                           rate_burst=rate_burst, threads=threads)

@@ -63,6 +63,19 @@ def parse_arms(specs: list[str] | None) -> list[Arm]:
     return arms
 
 
+def check_arms(arms: list[Arm]) -> None:
+    """Fail at start-up, not at the first request, when an arm's model folder is missing."""
+    from pathlib import Path
+
+    for a in arms:
+        if a.model is None or a.model == "smollm2":
+            continue
+        p = Path(a.model)
+        if not p.is_dir() or not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+            raise FileNotFoundError(f"--arm {a.name}: {a.model} is not a model folder (config.json or "
+                                    "adapter_config.json expected)")
+
+
 def assign_arm(user_id: str, arms: list[Arm], salt: str) -> Arm:
     """The user's arm: the same user always gets the same arm for a given salt and arm list."""
     if len(arms) == 1:
