@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rluf.serve.arms import Arm, assign_arm
 from rluf.serve.config import ServeConfig
 from rluf.serve.ratelimit import RateLimiter
-from rluf.serve.store import REACTIONS, Caller, Conflict, NotFound, ServeStore, now_ms
+from rluf.serve.store import Caller, Conflict, NotFound, ServeStore, now_ms
 from rluf.serve.worker import GenerationWorker, Sampling
 
 STATIC = Path(__file__).parent / "static"
@@ -56,8 +56,8 @@ class ApiError(Exception):
 
 
 def _error_body(status: int, message: str, param: str | None, code: str | None) -> dict[str, Any]:
-    kind = ("invalid_request_error" if status < 500 else "server_error") if status not in (401, 403) \
-        else "authentication_error"
+    kinds = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+    kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -207,7 +207,7 @@ def create_app(db: str | Engine, arms: list[Arm] | None = None, admin_token: str
         if param is None:
             return _error(422, "the request body must be a JSON object (Content-Type: application/json)",
                           code="invalid_body")
-        return _error(422, f"{param or 'body'}: {first.get('msg')}", param, code="invalid_value")
+        return _error(422, f"{param}: {first.get('msg')}", param, code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -401,4 +401,4 @@ async def _sse(response_id: str, created: int, model: str, text: str, finish: st
     yield b"data: [DONE]\n\n"
 
 
-__all__ = ["REACTIONS", "create_app"]
+__all__ = ["create_app"]

@@ -154,6 +154,8 @@ class ServeStore:
 
         Returns the event and `status`: 'recorded' (a row was written) or 'unchanged'.
         """
+        if reaction not in REACTIONS:
+            raise ValueError(f"reaction: one of {', '.join(REACTIONS)}")
         lock = self._locks[hash(user_id) % _LOCK_STRIPES]
         with lock, self.engine.begin() as conn:
             owner = conn.execute(select(responses.c.user_id).where(responses.c.response_id == response_id)
