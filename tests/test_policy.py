@@ -243,3 +243,62 @@ def test_distributed_run_on_two_cpu_processes(tiny, tmp_path):
     assert len((out / "train_log.csv").read_text().splitlines()) == 3  # header + 2 steps of the main process
     assert (out / "train_log.csv.rank1").exists()  # the second process trained on its own prompt shard
     assert (out / "config.json").exists()
+
+
+def test_latest_checkpoint_skips_an_interrupted_save(tmp_path):
+    from rluf.policy.train import _latest_checkpoint
+
+    for name in ("step-2", "step-10"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text("{}")
+    (tmp_path / "step-12.tmp").mkdir()  # a save killed before its rename
+    (tmp_path / "step-11").mkdir()  # no state.json: incomplete
+    assert _latest_checkpoint(tmp_path) == tmp_path / "step-10"
+
+
+def test_replayed_batches_match_the_run_on_every_shard():
+    """Resuming on several processes: each rebuilds its own shard's cursors instead of taking the main
+    process's (whose shuffle of a longer shard indexes past the end of a shorter one)."""
+    import random
+
+    from rluf.policy.config import TaskConfig
+    from rluf.policy.train import TaskState, _replay_batches
+
+    tc = TaskConfig(name="t", prompts={"source": "chat"}, rewards=[{"name": "r", "model": "m"}], prompts_per_step=3)
+    prompts = [f"p{i}" for i in range(11)]
+    for shard in (prompts[0::2], prompts[1::2]):  # 6 and 5 prompts, as two processes get them
+
+        def tasks(shard=shard):
+            return [TaskState(tc, shard, [], "x", [], []), TaskState(tc, shard[::-1], [], "x", [], [])]
+
+        rng, run = random.Random(0), tasks()
+        seen = [t.next_batch(rng) for _ in range(5) for t in run]  # 5 steps of 2 tasks
+        resumed = tasks()
+        rng2 = _replay_batches(resumed, 0, 3)  # resume at step 3
+        assert [t.next_batch(rng2) for _ in range(2) for t in resumed] == seen[6:]
+
+
+def test_fresh_run_in_a_used_folder_and_eval_every(tiny, tmp_path):
+    """Without --resume a run starts over: no stale reference answers or old checkpoints; eval_every evaluates
+    mid-run without changing what training samples."""
+    from rluf.config import load_config
+    from rluf.policy.train import _latest_checkpoint, train_policy
+
+    c = load_config(PolicyTrainConfig, write_config(tmp_path, tiny, optimizers=("crpg",), max_steps=3))
+    plain = train_policy(c.model_copy(update={"save_steps": 0}), tmp_path / "plain", progress=False)
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-7").mkdir(parents=True)  # a previous, longer run in the same folder
+    (out / "checkpoints" / "step-7" / "state.json").write_text("{}")
+    prompts = [json.loads(x)["prompt"] for x in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    (out / "reference_answers.jsonl").write_text("".join(
+        json.dumps({"prompt": p, "reference": "STALE", "rewards": {}}) + "\n" for p in prompts))
+    res = train_policy(c.model_copy(update={"eval_every": 1}), out, progress=False)
+    assert sorted(res["evals"]) == [1, 2] and set(res["evals"][1]) == {"t_crpg"}
+    assert "STALE" not in (out / "reference_answers.jsonl").read_text()
+    assert _latest_checkpoint(out / "checkpoints") == out / "checkpoints" / "step-2"
+    # the mid-run evaluations (fixed seed) did not rewind the training sampler
+    def rows(path):  # step, task, loss, reward
+        return [r.split(",")[:4] for r in path.read_text().splitlines()[1:]]
+
+    assert rows(out / "train_log.csv") == rows(tmp_path / "plain" / "train_log.csv")
+    assert plain["final_eval"] == res["final_eval"]

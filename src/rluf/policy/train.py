@@ -265,6 +265,11 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     if ref is not None:
         ref.to(acc.device)
     main = acc.is_main_process
+    if resume_dir is None and ckpt_root.exists() and main:
+        # A fresh run in a used folder: the old run's checkpoints would otherwise outlive this run's (pruning
+        # keeps the highest step numbers) and a later --resume would continue the old run.
+        say(f"starting fresh: removing the previous run's checkpoints in {ckpt_root}")
+        shutil.rmtree(ckpt_root, ignore_errors=True)
     pad = tok.pad_token_id
     bank = RewardBank()
     tasks: list[TaskState] = []
@@ -286,6 +291,8 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
                               max_prompt_tokens=cfg.max_prompt_tokens)
     greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0, max_prompt_tokens=cfg.max_prompt_tokens)
     rank = "" if main else f".rank{acc.process_index}"  # other processes keep their own cache and log
+    if resume_dir is None:  # the cache belongs to the run that wrote it (its policy, max_new_tokens, ...)
+        (out / (REFERENCE_FILE + rank)).unlink(missing_ok=True)
     refs = ReferenceCache(out / (REFERENCE_FILE + rank))
 
     def reference_answers(prompts: list[str]) -> list[str]:
@@ -300,7 +307,8 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         for task in tasks:
             refs.ensure(task.holdout, reference_answers, task.rewards)
             ids = encode_prompts(tok, task.holdout, cfg.max_prompt_tokens)
-            s = sample(model, tok, ids, 1, sampling, seed=cfg.seed + 7919)
+            with torch.random.fork_rng():  # a fixed eval seed, without rewinding training's sampling
+                s = sample(model, tok, ids, 1, sampling, seed=cfg.seed + 7919)
             total, per, passed, rates = score(task, refs, task.holdout, s.texts)
             res[task.cfg.name] = {
                 "reward": float(np.mean(total)), **{f"reward_{k}": float(np.mean(v)) for k, v in per.items()},
@@ -323,8 +331,14 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         start = state["step"]
         rng.setstate(_tuple_state(state["rng"]))
         torch.set_rng_state(torch.load(resume_dir / "torch_rng.pt", weights_only=True))
-        for task in tasks:
-            task.cursor, task.order = state["cursors"][task.cfg.name]
+        if acc.num_processes > 1:
+            # The checkpoint holds the main process's cursors, shuffles and rng; another process's shard has a
+            # different length (its shuffle indexes past its end). Batches depend on nothing but the seed and
+            # the step, so each process replays its own.
+            rng = _replay_batches(tasks, cfg.seed, start)
+        else:
+            for task in tasks:
+                task.cursor, task.order = state["cursors"][task.cfg.name]
         say(f"resumed from {resume_dir} at step {start}")
 
     mirror = GenerationMirror(model) if ref is None else None
@@ -341,6 +355,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     log_writer.writeheader()
     log_writer.writerows(kept)
     last: dict[str, dict[str, float]] = {}
+    evals: dict[int, dict[str, Any]] = {}  # step → held-out eval, every eval_every steps
     t0 = time.perf_counter()
     bar = make_progress() if progress and main else None
     if bar:
@@ -365,6 +380,8 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
             log_file.flush()
             if bar:
                 bar.update(bar_task, advance=1, description=_bar_text(last))
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
+                evals[step + 1] = evaluate(f"step {step + 1}")
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps and main:
                 _save_checkpoint(ckpt_root / f"step-{step + 1}", model, ref, optimizer, rng, tasks, step + 1, initial)
     finally:
@@ -380,7 +397,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     result = {
         "out": str(out), "steps": cfg.max_steps, "train_seconds": round(train_s, 1),
         "seconds_per_step": round(train_s / max(1, cfg.max_steps - start), 2),
-        "initial_eval": initial, "final_eval": final,
+        "initial_eval": initial, "evals": evals, "final_eval": final,
         "last_step": {k: {m: v for m, v in r.items() if isinstance(v, int | float)} for k, r in last.items()},
         "log": str(log_path), "base": str(base),
     }
@@ -534,13 +551,25 @@ def _bar_text(last: dict[str, dict[str, Any]]) -> str:
     return "policy train " + " ".join(f"{k}: R={r['reward']:.3f} pass={r['pass_rate']:.2f}" for k, r in last.items())
 
 
+def _replay_batches(tasks: list[TaskState], seed: int, steps: int) -> random.Random:
+    """The cursors, shuffles and rng of `tasks` after `steps` training steps (the rng feeds only next_batch)."""
+    rng = random.Random(seed)
+    for task in tasks:
+        task.cursor, task.order = 0, []
+    for _ in range(steps):
+        for task in tasks:
+            task.next_batch(rng)
+    return rng
+
+
 def _tuple_state(x: Any) -> Any:
     return tuple(_tuple_state(v) for v in x) if isinstance(x, list) else x
 
 
 def _latest_checkpoint(root: Path) -> Path | None:
-    found = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.exists() else []
-    found = [p for p in found if (p / "state.json").exists()]
+    # step-N.tmp is a save that was interrupted before its rename: not a checkpoint (and not an int).
+    found = [p for p in root.glob("step-*") if p.name[5:].isdigit()] if root.exists() else []
+    found = sorted((p for p in found if (p / "state.json").exists()), key=lambda p: int(p.name[5:]))
     return found[-1] if found else None
 
 
