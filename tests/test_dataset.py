@@ -362,6 +362,23 @@ def test_cap_on_positives_per_user(sqlite_url, tmp_path):
     assert_accounting(card)
 
 
+def test_rate_filter_judges_few_turns_by_a_binomial_tail(sqlite_url, tmp_path):
+    s = Store(sqlite_url)
+    for i in range(5):                                               # 5 of 5: 0.3^5 = 0.0024 < 0.01
+        s.turn(f"spam{i}", T0 + i * H, user="spam")
+        s.react(f"spam{i}", T0 + i * H + 60_000, user="spam")
+    for i in range(3):                                               # 3 of 3: 0.027, not yet improbable
+        s.turn(f"few{i}", T0 + i * H + 1, user="few")
+        s.react(f"few{i}", T0 + i * H + 120_000, user="few")
+    s.turn("last", T0 + 100 * H, user="late")
+    card, t = s.build(tmp_path / "ds", max_user_rate=0.3, min_user_turns=10, rate_alpha=0.01)
+    assert {r["user_id"] for r in rows_by_id(t).values()} == {"few"}     # "last" closes no window: unlabelled
+    assert card["filters"]["rate"] == {"enabled": True, "users": 1, "turns": 5, "positives": 5}
+    assert_accounting(card)
+    card, t = s.build(tmp_path / "ds2", max_user_rate=0.3, min_user_turns=10, rate_alpha=None)  # the old rule
+    assert "spam" in {r["user_id"] for r in rows_by_id(t).values()}
+
+
 def test_all_filters_together_add_up(db_url, tmp_path):
     s = Store(db_url)
     for k in range(12):                                              # a bot: rate and burst at once

@@ -70,14 +70,21 @@ class RewardModel:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        out = []
-        starts = range(0, len(prompts), batch_size)
-        for i in track(starts, "score", total=len(starts)) if progress else starts:
-            enc = self.template.encode(self.tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size])
-            batch = {k: torch.tensor(v, device=self.model.device) for k, v in pad_batch(enc, pad).items()}
-            with torch.inference_mode():
-                out.append(self.model(**batch).logits[:, 0].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        out = np.zeros(len(prompts), np.float32)
+        # Within a window of 32 batches, rows go through the model sorted by length, so a batch is padded to
+        # its own longest row rather than to a random long one.
+        window = batch_size * 32
+        starts = range(0, len(prompts), window)
+        for w in track(starts, "score", total=len(starts)) if progress else starts:
+            enc = self.template.encode(self.tokenizer, prompts[w : w + window], responses[w : w + window])
+            order = np.argsort([len(e["input_ids"]) for e in enc], kind="stable")
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                batch = {k: torch.tensor(v, device=self.model.device)
+                         for k, v in pad_batch([enc[j] for j in idx], pad).items()}
+                with torch.inference_mode():
+                    out[w + idx] = self.model(**batch).logits[:, 0].float().cpu().numpy()
+        return out.astype(np.float64)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 32, progress: bool = False
               ) -> np.ndarray:
