@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from rluf.cli import app
-from rluf.evaluate.ab_stats import analyze, power, ratio_var, relative_change
+from rluf.evaluate.ab_stats import analyze, lift_interval, power, ratio_var, relative_change, twoway_rate_var
 from rluf.store import connect
 from rluf.store.schema import reactions, responses
 
@@ -179,3 +179,61 @@ def test_equal_unsafe_rates_pass_the_safety_guardrail(sqlite_url):
     want = {a: sum(json.loads(t["metadata"]).get("unsafe", False) for t in turns if t["policy"] == a) for a in "AB"}
     assert g["control"] == pytest.approx(want["A"] / 2500) and g["treatment"] == pytest.approx(want["B"] / 2500)
     assert g["ci_low"] < 0 < g["ci_high"] < g["margin"] and g["non_inferior"]
+
+
+def test_twoway_variance_matches_the_cgm_formula():
+    """Independent route: V = c_u S_u + c_a S_a − c_ua S_ua, S_g = Σ_g (Σ_{i∈g} e_i)² / N², e = y − ȳ,
+    c_g = G / (G − 1) (statsmodels' small-sample factor with one parameter)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    users = rng.integers(0, 300, n)
+    answers = rng.integers(0, 40, n)
+    p = rng.beta(1, 30, 300)[users] * rng.lognormal(0, 0.8, 40)[answers]
+    y = (rng.random(n) < np.clip(p, 0, 1)).astype(float)
+    r, v = twoway_rate_var(y, users.astype(str), answers.astype(str))
+    e = y - y.mean()
+
+    def part(keys):
+        _, g = np.unique(keys, return_inverse=True, axis=0)
+        sums = np.bincount(g.ravel(), weights=e)
+        k = len(sums)
+        return k / (k - 1) * (sums**2).sum() / n**2
+
+    want = part(users) + part(answers) - part(np.column_stack([users, answers]))
+    assert r == pytest.approx(y.mean()) and v == pytest.approx(want, rel=1e-6)
+
+
+def test_twoway_interval_covers_when_answers_are_shared_and_the_user_one_does_not():
+    """A/A tests where each arm answers from its own bank of 8 answers of varying appeal (as the simulated A/B
+    does): the truth over banks is no lift. The user-clustered CI treats the bank as fixed and misses that."""
+    rng = np.random.default_rng(11)
+    cover_twoway = cover_user = 0
+    reps = 150
+    for _ in range(reps):
+        arms = []
+        for _ in range(2):
+            appeal = rng.beta(1, 25, 8)
+            users = np.repeat(np.arange(300), 5)
+            answers = rng.integers(0, 8, len(users))
+            y = (rng.random(len(users)) < appeal[answers]).astype(float)
+            arms.append((y, users, answers))
+        (ya, ua, aa), (yb, ub, ab) = arms
+        tw = lift_interval(*twoway_rate_var(ya, ua, aa), *twoway_rate_var(yb, ub, ab))
+        per_user = [(np.bincount(u, weights=y), np.bincount(u).astype(float)) for y, u, _ in arms]
+        one = relative_change(per_user[0][0], per_user[0][1], per_user[1][0], per_user[1][1])
+        cover_twoway += tw["ci_low"] <= 0 <= tw["ci_high"]
+        cover_user += one["ci_low"] <= 0 <= one["ci_high"]
+    print(f"coverage: two-way {cover_twoway / reps:.3f}, user-clustered {cover_user / reps:.3f}")
+    assert cover_twoway / reps >= 0.85
+    assert cover_user / reps < cover_twoway / reps - 0.15
+
+
+def test_analyze_twoway_on_the_store(sqlite_url):
+    eng, _ = fill_store(sqlite_url)
+    d, t = analyze(eng, ("A", "B")), analyze(eng, ("A", "B"), method="twoway")
+    assert t["method"] == "twoway" and t["lift"] == pytest.approx(d["lift"])
+    assert np.isfinite(t["ci_low"]) and t["ci_low"] < t["lift"] < t["ci_high"]
+    res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--method", "twoway",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["lift"] == pytest.approx(d["lift"])

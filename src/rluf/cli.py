@@ -595,7 +595,9 @@ def abtest_analyze(
     db: DbOpt = DEFAULT_DB_URL,
     reaction: Annotated[str, typer.Option(help="Reaction whose rate is compared.")] = "love",
     window_hours: Annotated[float, typer.Option(help="Attribution window after the turn.")] = 24.0,
-    method: Annotated[str, typer.Option(help="delta (delta method over users) or bootstrap (users).")] = "delta",
+    method: Annotated[str, typer.Option(
+        help="delta (delta method over users), bootstrap (users), or twoway (clustered by user and by answer "
+             "text: for logs where a policy answers from a small bank, e.g. the simulated A/B).")] = "delta",
     alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
     json_out: JsonOpt = False,
 ) -> None:

@@ -6,6 +6,11 @@ and its variance comes from the delta method over users (or a user-level bootstr
 R_B / R_A − 1 gets its interval on the log scale, where the ratio of two independent estimates is a
 difference. Hand-written because statsmodels has no clustered ratio-metric lift; the building blocks
 (normal quantiles, chi-square) come from scipy.
+
+`method="twoway"` clusters by user *and* by answer (statsmodels' two-way cluster-robust covariance): when a
+policy answers from a small bank of answers per prompt, as in the simulated A/B tests, every user of an arm
+meets the same few answers and the user-only interval is too narrow (in the tests' A/A case it covered the
+truth 54 % of the time, the two-way one 91 %). On production logs, where every answer is new, both agree.
 """
 
 from __future__ import annotations
@@ -50,32 +55,22 @@ def relative_change(a_num, a_den, b_num, b_den, alpha: float = 0.05, method: str
     """Relative change of B vs A in a ratio metric, CI and two-sided p-value (H0: no change)."""
     ra, va = ratio_var(a_num, a_den)
     rb, vb = ratio_var(b_num, b_den)
-    if ra <= 0 or rb <= 0:
-        return {"control": ra, "treatment": rb, "rel_change": float("nan"), "ci_low": float("nan"),
-                "ci_high": float("nan"), "p_value": float("nan")}
-    est = rb / ra - 1
-    z = stats.norm.ppf(1 - alpha / 2)
-    if method == "bootstrap":
-        rng = np.random.default_rng(seed)
-        ia = rng.integers(0, len(a_num), size=(n_boot, len(a_num)))
-        ib = rng.integers(0, len(b_num), size=(n_boot, len(b_num)))
-        ba = a_num[ia].sum(1) / np.maximum(a_den[ia].sum(1), 1e-12)
-        bb = b_num[ib].sum(1) / np.maximum(b_den[ib].sum(1), 1e-12)
-        lifts = bb / np.maximum(ba, 1e-12) - 1
-        lo, hi = np.quantile(lifts, [alpha / 2, 1 - alpha / 2])
-        p = min(1.0, 2 * min(np.mean(lifts <= 0), np.mean(lifts >= 0)) + 1 / n_boot)
-    else:
-        se = np.sqrt(va / ra**2 + vb / rb**2)  # Var(log R) ≈ Var(R)/R²
-        log_lift = np.log(rb / ra)
-        lo, hi = np.exp(log_lift - z * se) - 1, np.exp(log_lift + z * se) - 1
-        p = float(2 * stats.norm.sf(abs(log_lift) / se)) if se > 0 else float("nan")
-    return {"control": ra, "treatment": rb, "rel_change": float(est), "ci_low": float(lo), "ci_high": float(hi),
-            "p_value": float(p)}
+    if method != "bootstrap" or not (ra > 0 and rb > 0):
+        return lift_interval(ra, va, rb, vb, alpha)
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, len(a_num), size=(n_boot, len(a_num)))
+    ib = rng.integers(0, len(b_num), size=(n_boot, len(b_num)))
+    ba = a_num[ia].sum(1) / np.maximum(a_den[ia].sum(1), 1e-12)
+    bb = b_num[ib].sum(1) / np.maximum(b_den[ib].sum(1), 1e-12)
+    lifts = bb / np.maximum(ba, 1e-12) - 1
+    lo, hi = np.quantile(lifts, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2 * min(np.mean(lifts <= 0), np.mean(lifts >= 0)) + 1 / n_boot)
+    return {"control": ra, "treatment": rb, "rel_change": float(rb / ra - 1), "ci_low": float(lo),
+            "ci_high": float(hi), "p_value": float(p)}
 
 
-def load_arms(engine: Any, arms: tuple[str, ...], reaction: str = "love", window_hours: float = 24.0
-              ) -> dict[str, ArmData]:
-    """Per-user sums for each arm from the store, aggregated in SQL (one row per arm and user comes back).
+def _turns_query(arms: tuple[str, ...], reaction: str, window_hours: float):
+    """One row per turn of the arms: policy, user, response id, hit (the reaction counted), continued, dislike.
 
     A turn counts a reaction when its own user left it within the window and did not withdraw it: the latest
     event of that user, turn and reaction inside the window is not a withdrawal (a withdrawal after the
@@ -108,31 +103,52 @@ def load_arms(engine: Any, arms: tuple[str, ...], reaction: str = "love", window
     ).subquery()
     last = (select(r.c.conversation_id, func.max(r.c.turn_index).label("last_turn"))
             .where(r.c.policy.in_(arms)).group_by(r.c.conversation_id)).subquery()
-    per_user = (
-        select(r.c.policy, r.c.user_id, func.count().label("turns"),
-               func.sum(func.coalesce(net.c.hit, 0)).label("hits"),
-               func.sum(case((r.c.turn_index < last.c.last_turn, 1), else_=0)).label("continued"),
-               func.sum(func.coalesce(net.c.dislike, 0)).label("dislikes"))
+    return (
+        select(r.c.policy, r.c.user_id, r.c.response_id, func.coalesce(net.c.hit, 0).label("hit"),
+               case((r.c.turn_index < last.c.last_turn, 1), else_=0).label("continued"),
+               func.coalesce(net.c.dislike, 0).label("dislike"))
         .select_from(r.join(last, last.c.conversation_id == r.c.conversation_id)
                      .outerjoin(net, net.c.response_id == r.c.response_id))
         .where(r.c.policy.in_(arms))
-        .group_by(r.c.policy, r.c.user_id)
     )
+
+
+def _unsafe_turns(conn: Any, arms: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """response_id → (policy, user) of the turns flagged unsafe in their metadata."""
+    from rluf.store.schema import responses as r
+
     # Unsafe flags live in a JSON text column whose functions differ between dialects: a LIKE narrows the
     # rows in SQL, json.loads decides.
-    flagged = (select(r.c.policy, r.c.user_id, r.c.metadata)
+    flagged = (select(r.c.response_id, r.c.policy, r.c.user_id, r.c.metadata)
                .where(r.c.policy.in_(arms), r.c.metadata.like('%"unsafe"%')))
+    return {rid: (pol, uid) for rid, pol, uid, meta in conn.execute(flagged) if json.loads(meta).get("unsafe")}
+
+
+def _check_arms(conn: Any, arms: tuple[str, ...], have: set[str]) -> None:
+    from rluf.store.schema import responses as r
+
+    missing = [a for a in arms if a not in have]
+    if missing:
+        found = sorted(v for (v,) in conn.execute(select(r.c.policy).distinct()))
+        raise ValueError(f"no traffic for arm(s) {missing} in the store; arms found: {found}")
+
+
+def load_arms(engine: Any, arms: tuple[str, ...], reaction: str = "love", window_hours: float = 24.0
+              ) -> dict[str, ArmData]:
+    """Per-user sums for each arm from the store, aggregated in SQL (one row per arm and user comes back);
+    what counts as a reaction and a continued turn: `_turns_query`."""
+    from sqlalchemy import func
+
+    t = _turns_query(arms, reaction, window_hours).subquery()
+    per_user = (select(t.c.policy, t.c.user_id, func.count().label("turns"), func.sum(t.c.hit).label("hits"),
+                       func.sum(t.c.continued).label("continued"), func.sum(t.c.dislike).label("dislikes"))
+                .group_by(t.c.policy, t.c.user_id))
     with engine.connect() as c:
         rows = c.execute(per_user).all()
         unsafe: dict[tuple[str, str], int] = {}
-        for pol, uid, meta in c.execute(flagged):
-            if json.loads(meta).get("unsafe"):
-                unsafe[(pol, uid)] = unsafe.get((pol, uid), 0) + 1
-        have = {row.policy for row in rows}
-        missing = [a for a in arms if a not in have]
-        if missing:
-            found = sorted(v for (v,) in c.execute(select(r.c.policy).distinct()))
-            raise ValueError(f"no traffic for arm(s) {missing} in the store; arms found: {found}")
+        for key in _unsafe_turns(c, arms).values():
+            unsafe[key] = unsafe.get(key, 0) + 1
+        _check_arms(c, arms, {row.policy for row in rows})
     out = {}
     for arm in arms:
         mine = [row for row in rows if row.policy == arm]
@@ -140,6 +156,89 @@ def load_arms(engine: Any, arms: tuple[str, ...], reaction: str = "love", window
                       for row in mine], dtype=float).reshape(-1, 5)
         out[arm] = ArmData(np.array([row.user_id for row in mine]), m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4])
     return out
+
+
+@dataclass
+class ArmTurns:
+    """One entry per turn of one arm: who saw it, which answer it was (a hash of the text), and its outcomes."""
+
+    users: np.ndarray
+    answers: np.ndarray
+    loves: np.ndarray
+    continued: np.ndarray
+    dislikes: np.ndarray
+    unsafe: np.ndarray
+
+
+def load_turns(engine: Any, arms: tuple[str, ...], reaction: str = "love", window_hours: float = 24.0
+               ) -> dict[str, ArmTurns]:
+    """Per-turn outcomes of each arm (same counting as `load_arms`), with each answer's identity."""
+    import hashlib
+
+    from rluf.store.schema import responses as r
+
+    t = _turns_query(arms, reaction, window_hours).subquery()
+    q = select(t, r.c.response).join(r, r.c.response_id == t.c.response_id)
+    with engine.connect() as c:
+        rows = c.execute(q).all()
+        unsafe = _unsafe_turns(c, arms)
+        _check_arms(c, arms, {row.policy for row in rows})
+    out = {}
+    for arm in arms:
+        mine = [row for row in rows if row.policy == arm]
+        out[arm] = ArmTurns(
+            users=np.array([row.user_id for row in mine]),
+            answers=np.array([hashlib.blake2b((row.response or "").encode(), digest_size=8).hexdigest()
+                              for row in mine]),
+            loves=np.array([row.hit for row in mine], dtype=float),
+            continued=np.array([row.continued for row in mine], dtype=float),
+            dislikes=np.array([row.dislike for row in mine], dtype=float),
+            unsafe=np.array([row.response_id in unsafe for row in mine], dtype=float))
+    return out
+
+
+def twoway_rate_var(y: np.ndarray, users: np.ndarray, answers: np.ndarray) -> tuple[float, float]:
+    """(rate per impression, Var) with standard errors clustered two ways, by user and by answer (Cameron,
+    Gelbach & Miller 2011, through statsmodels' OLS on an intercept). Turns that share an answer are
+    correlated as much as turns that share a user when a policy answers from a small bank — as the simulated
+    A/B tests do — and the user-only interval misses that. A negative two-way estimate (possible in small
+    samples) falls back to the larger one-way variance, as CGM advise."""
+    import statsmodels.api as sm
+
+    n = len(y)
+    if n < 2:
+        return (float(y.mean()) if n else float("nan")), float("nan")
+    codes = [np.unique(g, return_inverse=True)[1] for g in (users, answers)]
+    x = np.ones((n, 1))
+
+    def var(groups) -> float:
+        fit = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": groups})
+        return float(fit.cov_params()[0, 0])
+
+    # A dimension with a single group carries no clustering information (and statsmodels' G / (G − 1)
+    # factor divides by zero): cluster by the other one alone.
+    usable = [c for c in codes if c.max() >= 1]
+    if not usable:
+        return float(y.mean()), float("nan")
+    v = var(np.column_stack(codes)) if len(usable) == 2 else float("nan")
+    if not v > 0:
+        v = max(var(c) for c in usable)
+    return float(y.mean()), v
+
+
+def lift_interval(ra: float, va: float, rb: float, vb: float, alpha: float = 0.05) -> dict[str, float]:
+    """Relative change rb / ra − 1 of two independent rate estimates with their variances: CI on the log
+    scale (Var(log R) ≈ Var(R) / R²) and the two-sided p-value of no change."""
+    if not (ra > 0 and rb > 0):
+        return {"control": ra, "treatment": rb, "rel_change": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "p_value": float("nan")}
+    z = stats.norm.ppf(1 - alpha / 2)
+    se = np.sqrt(va / ra**2 + vb / rb**2)
+    log_lift = np.log(rb / ra)
+    p = float(2 * stats.norm.sf(abs(log_lift) / se)) if se > 0 else float("nan")
+    return {"control": ra, "treatment": rb, "rel_change": float(rb / ra - 1),
+            "ci_low": float(np.exp(log_lift - z * se) - 1), "ci_high": float(np.exp(log_lift + z * se) - 1),
+            "p_value": p}
 
 
 def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "love", window_hours: float = 24.0,
@@ -151,24 +250,36 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
     bound must clear the margin for `non_inferior`)."""
     if len(arms) != 2 or arms[0] == arms[1]:
         raise ValueError(f"--arms needs two different arm names (control,treatment), got {list(arms)}")
-    if method not in ("delta", "bootstrap"):
-        raise ValueError(f"--method must be delta or bootstrap, got {method!r}")
+    if method not in ("delta", "bootstrap", "twoway"):
+        raise ValueError(f"--method must be delta, bootstrap or twoway, got {method!r}")
     data = load_arms(engine, arms, reaction, window_hours)
     a, b = data[arms[0]], data[arms[1]]
-    main = relative_change(a.loves, a.turns, b.loves, b.turns, alpha, method, seed=seed)
+    if method == "twoway":
+        turns = load_turns(engine, arms, reaction, window_hours)
+        ta, tb = turns[arms[0]], turns[arms[1]]
+
+        def change(metric: str) -> dict[str, float]:
+            return lift_interval(*twoway_rate_var(getattr(ta, metric), ta.users, ta.answers),
+                                 *twoway_rate_var(getattr(tb, metric), tb.users, tb.answers), alpha)
+    else:
+        def change(metric: str) -> dict[str, float]:
+            return relative_change(getattr(a, metric), a.turns, getattr(b, metric), b.turns, alpha, method,
+                                   seed=seed)
+
+    main = change("loves")
     split = np.array(expected_split or [1.0, 1.0], dtype=float)
     n_users = np.array([len(a.users), len(b.users)], dtype=float)
     srm_p = float(stats.chisquare(n_users, split / split.sum() * n_users.sum()).pvalue)
     guardrails = []
-    cont = relative_change(a.continued, a.turns, b.continued, b.turns, alpha, method, seed=seed)
+    cont = change("continued")
     guardrails.append({"metric": "continuation_rate", **_g(cont), "margin": -continuation_margin,
                        "non_inferior": bool(cont["ci_low"] > -continuation_margin)})
     if a.dislikes.sum() + b.dislikes.sum() > 0:
-        d = relative_change(a.dislikes, a.turns, b.dislikes, b.turns, alpha, method, seed=seed)
+        d = change("dislikes")
         ok = bool(d["ci_high"] < dislike_margin) if np.isfinite(d["ci_high"]) else False
         guardrails.append({"metric": "dislike_rate", **_g(d), "margin": dislike_margin, "non_inferior": ok})
     if a.unsafe.sum() + b.unsafe.sum() > 0:
-        u = relative_change(a.unsafe, a.turns, b.unsafe, b.turns, alpha, method, seed=seed)
+        u = change("unsafe")
         # A margin of 0 would be a superiority test: equal unsafe rates would always fail the guardrail.
         ok = bool(u["ci_high"] < safety_margin) if np.isfinite(u["ci_high"]) else False
         guardrails.append({"metric": "safety_violation_rate", **_g(u), "margin": safety_margin, "non_inferior": ok})
