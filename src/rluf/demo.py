@@ -9,7 +9,7 @@
     6 evaluate    offline: reference, the CGPO policy and three style responders on a fixed prompt set
     7 audit       the CGPO policy's answers against the reference's
     8 A/B         the simulated population split by a salted hash of the user id over the same policies;
-                  love lift of CGPO vs reference with a user-clustered CI; offline vs online correlation
+                  love lift of CGPO vs reference with a CI clustered by user and answer; offline vs online correlation
     → DIR/report.md, DIR/report.json, PNG plots
 
 Profiles: `quick` (the default; ~15 min) and `full` (the paper-reproduction budget, see
@@ -189,7 +189,8 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     ab_url = f"sqlite:///{out / 'ab.db'}"
     ab_engine = connect(ab_url)
     ingest(ab_engine, [out / "ab" / "interactions.jsonl", out / "ab" / "reactions.jsonl"])
-    tests = {a: analyze(ab_engine, arms=("reference", a)) for a in arms if a != "reference"}
+    # Two-way clustered (user and answer): each model arm answers from a bank of a few answers per prompt.
+    tests = {a: analyze(ab_engine, arms=("reference", a), method="twoway") for a in arms if a != "reference"}
     ab = tests["cgpo"]
     lap("abtest", t)
     online_signoff = _signoff_by_arm(out / "ab" / "interactions.jsonl")
@@ -272,9 +273,9 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         "## A/B test (simulated users, randomised by user)", "",
         f"CGPO policy vs reference (SmolLM2-135M-Instruct): love lift **{ab['lift']:+.1%}** per impression, "
         f"95 % CI ({ab['ci_low']:+.1%}, {ab['ci_high']:+.1%}), p = {ab['p_value']:.3g}; sample-ratio check "
-        f"p = {ab['srm_p']:.3g}. The interval respects clustering by user; in the simulation each model arm "
-        "answers from a bank of a few answers per prompt, which clusters outcomes by answer as well, so read "
-        "it as narrower than the truth.", "",
+        f"p = {ab['srm_p']:.3g}. The interval is clustered by user and by answer (`--method twoway`): in the "
+        "simulation each model arm answers from a bank of a few answers per prompt, so outcomes cluster by "
+        "answer as well as by user.", "",
         "| arm | users | turns | love rate | lift vs reference (95 % CI) | p | continuation | sign-off rate "
         "| helpfulness win rate | safety violations | P[Love] (offline) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
