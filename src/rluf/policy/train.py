@@ -56,8 +56,11 @@ class RewardBank:
 
 
 def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int,
-                 ) -> tuple[Any, Any]:
+                 temperature: float = 1.0) -> tuple[Any, Any]:
     """Summed log π(answer | prompt) per row and the answer lengths, in one padded forward pass.
+
+    `temperature` scales the logits as sampling did, so the gradient and the KL are those of the distribution
+    the answers were drawn from (TRL's GRPO does the same).
 
     Prompts are left-padded and answers right-padded, so every answer starts at the same column; position ids
     come from the attention mask so that padded rows see the positions they had during generation.
@@ -79,7 +82,8 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     # Only the logits that predict answer tokens: the vocabulary is 49k wide, the prompt's logits are waste.
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1).logits[:, :-1]
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, a_ids.to(device).unsqueeze(-1)).squeeze(-1)
+    logits = logits.float() / temperature if temperature > 0 else logits.float()
+    logp = torch.log_softmax(logits, -1).gather(-1, a_ids.to(device).unsqueeze(-1)).squeeze(-1)
     a_mask = a_mask.to(device)
     return (logp * a_mask).sum(1), a_mask.sum(1)
 
@@ -437,9 +441,9 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
         an = [answers[i] for i in rows] + [e[1] for e in extra]
         # bf16 autocast when the base weights are bf16: the fp32 LoRA matmuls then run in bf16 as well.
         with _autocast(model):
-            lp, n = answer_logps(wrapped, pr, an, pad)
+            lp, n = answer_logps(wrapped, pr, an, pad, cfg.temperature)
             with torch.no_grad(), ref_context(model, ref):
-                rlp, _ = answer_logps(model if ref is None else ref, pr, an, pad)
+                rlp, _ = answer_logps(model if ref is None else ref, pr, an, pad, cfg.temperature)
         return lp, rlp, n
 
     reward_t = torch.tensor(total, dtype=torch.float32)
