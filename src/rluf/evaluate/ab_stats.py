@@ -197,6 +197,16 @@ def load_turns(engine: Any, arms: tuple[str, ...], reaction: str = "love", windo
     return out
 
 
+def _per_user(t: ArmTurns) -> ArmData:
+    users, idx = np.unique(t.users, return_inverse=True)
+
+    def sums(x: np.ndarray) -> np.ndarray:
+        return np.bincount(idx, weights=x, minlength=len(users))
+
+    return ArmData(users, sums(np.ones(len(idx))), sums(t.loves), sums(t.continued), sums(t.dislikes),
+                   sums(t.unsafe))
+
+
 def twoway_rate_var(y: np.ndarray, users: np.ndarray, answers: np.ndarray) -> tuple[float, float]:
     """(rate per impression, Var) with standard errors clustered two ways, by user and by answer (Cameron,
     Gelbach & Miller 2011, through statsmodels' OLS on an intercept). Turns that share an answer are
@@ -252,11 +262,14 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
         raise ValueError(f"--arms needs two different arm names (control,treatment), got {list(arms)}")
     if method not in ("delta", "bootstrap", "twoway"):
         raise ValueError(f"--method must be delta, bootstrap or twoway, got {method!r}")
-    data = load_arms(engine, arms, reaction, window_hours)
-    a, b = data[arms[0]], data[arms[1]]
     if method == "twoway":
         turns = load_turns(engine, arms, reaction, window_hours)
         ta, tb = turns[arms[0]], turns[arms[1]]
+        data = {arm: _per_user(t) for arm, t in turns.items()}  # the same sums load_arms would fetch again
+    else:
+        data = load_arms(engine, arms, reaction, window_hours)
+    a, b = data[arms[0]], data[arms[1]]
+    if method == "twoway":
 
         def change(metric: str) -> dict[str, float]:
             return lift_interval(*twoway_rate_var(getattr(ta, metric), ta.users, ta.answers),

@@ -74,16 +74,20 @@ class RewardModel:
         # Within a window of 32 batches, rows go through the model sorted by length, so a batch is padded to
         # its own longest row rather than to a random long one.
         window = batch_size * 32
-        starts = range(0, len(prompts), window)
-        for w in track(starts, "score", total=len(starts)) if progress else starts:
-            enc = self.template.encode(self.tokenizer, prompts[w : w + window], responses[w : w + window])
-            order = np.argsort([len(e["input_ids"]) for e in enc], kind="stable")
-            for i in range(0, len(order), batch_size):
-                idx = order[i : i + batch_size]
-                batch = {k: torch.tensor(v, device=self.model.device)
-                         for k, v in pad_batch([enc[j] for j in idx], pad).items()}
-                with torch.inference_mode():
-                    out[w + idx] = self.model(**batch).logits[:, 0].float().cpu().numpy()
+
+        def batches():
+            for w in range(0, len(prompts), window):
+                enc = self.template.encode(self.tokenizer, prompts[w : w + window], responses[w : w + window])
+                order = np.argsort([len(e["input_ids"]) for e in enc], kind="stable")
+                for i in range(0, len(order), batch_size):
+                    idx = order[i : i + batch_size]
+                    yield w + idx, pad_batch([enc[j] for j in idx], pad)
+
+        n_batches = -(-len(prompts) // batch_size)  # windows are whole multiples of the batch size
+        for rows, batch in track(batches(), "score", total=n_batches) if progress else batches():
+            tensors = {k: torch.tensor(v, device=self.model.device) for k, v in batch.items()}
+            with torch.inference_mode():
+                out[rows] = self.model(**tensors).logits[:, 0].float().cpu().numpy()
         return out.astype(np.float64)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 32, progress: bool = False
