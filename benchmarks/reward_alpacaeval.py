@@ -78,9 +78,12 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--learning-rate", type=float, default=1e-4)
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                    help="bf16 autocast (about 1.5x faster on CPUs with avx512_bf16)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere ~100x slower)")
     args = ap.parse_args()
+    from rluf.hardware import resolve_bf16
+
+    args.bf16 = resolve_bf16(args.bf16)  # None = where the CPU runs bf16 fast
 
     table = load_alpacaeval(args.data_dir)
     df = table.to_pandas()

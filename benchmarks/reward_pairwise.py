@@ -59,7 +59,7 @@ def main() -> None:
         for k, v in parts.items():
             pq.write_table(v, work / f"{k}.parquet")
         cfg = RewardTrainConfig(max_steps=args.max_steps, max_length=args.max_length, batch_size=16,
-                                learning_rate=5e-5, bf16=True, resume=False, eval_steps=args.max_steps)
+                                learning_rate=5e-5, bf16=None, resume=False, eval_steps=args.max_steps)
         t0 = time.time()
         train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
         t_train = time.time() - t0
@@ -77,7 +77,8 @@ def main() -> None:
     res = HERE / "results"
     (res / "reward_pairwise.json").write_text(json.dumps(out, indent=2))
     md = ["# Pairwise reward models (all-MiniLM-L6-v2)", "",
-          f"{out['date']}, 2 CPU cores, {args.max_steps} steps of 16 pairs, max_length {args.max_length}, bf16.", "",
+          f"{out['date']}, 2 CPU cores, {args.max_steps} steps of 16 pairs, max_length {args.max_length}, "
+          f"bf16 {__import__('rluf.hardware').hardware.bf16_is_fast()}.", "",
           "| objective | train / val / test pairs | test pairwise accuracy | longer answer wins | train min |",
           "|---|---|---:|---:|---:|"]
     for name, r in results.items():

@@ -43,8 +43,12 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (≈1.5x faster on CPUs with avx512_bf16)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere ~100x slower)")
     args = ap.parse_args()
+    from rluf.hardware import resolve_bf16
+
+    args.bf16 = resolve_bf16(args.bf16)  # None = where the CPU runs bf16 fast
 
     work = HERE / "work" / "reward_simulated"
     if work.exists():

@@ -109,7 +109,7 @@ def main() -> None:
 
     def train_and_score(data: Path, model: Path, seed: int) -> tuple[float, float, float]:
         t = time.perf_counter()
-        train_reward(RewardTrainConfig(max_length=MAX_LENGTH, max_steps=args.steps, batch_size=32, bf16=True,
+        train_reward(RewardTrainConfig(max_length=MAX_LENGTH, max_steps=args.steps, batch_size=32, bf16=None,
                                        learning_rate=1e-4, warmup_ratio=0.0, seed=seed, resume=False),
                      data / "train.parquet", data / "validation.parquet", model)
         s = RewardModel.load(model).score([r["prompt"] for r in eval_rows], [r["response"] for r in eval_rows],

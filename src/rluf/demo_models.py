@@ -67,7 +67,7 @@ def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int 
     out = Path(out)
     real = data_dir_available(data_dir)
     res: dict[str, Any] = {}
-    common = {"bf16": True, "seed": seed, "warmup_ratio": 0.0, "learning_rate": 1e-4}
+    common = {"seed": seed, "warmup_ratio": 0.0, "learning_rate": 1e-4}
     stderr.print(f"  love: P[Love] on {dataset_dir}")
     res["love"] = train_reward(RewardTrainConfig(max_length=96, max_steps=steps, batch_size=32, **common),
                                dataset_dir / "train.parquet", dataset_dir / "validation.parquet", out / "love")

@@ -19,6 +19,7 @@ import orjson
 from pydantic import Field
 
 from rluf.config import StrictModel
+from rluf.hardware import resolve_bf16
 from rluf.progress import stderr
 from rluf.reward import calibrate
 from rluf.reward.data import read_judged, read_table, upsample_factor_near
@@ -52,8 +53,9 @@ class RewardTrainConfig(StrictModel):
     eval_steps: int | None = None
     """Evaluate and checkpoint every N steps (default: once per epoch)."""
     seed: int = 0
-    bf16: bool = False
-    """bf16 mixed precision (faster on CPUs with avx512_bf16 and on recent GPUs)."""
+    bf16: bool | None = None
+    """bf16 mixed precision; None = where the hardware runs it fast (CPUs with avx512_bf16 or AMX, recent
+    GPUs). On other CPUs bf16 is emulated and ~100× slower than fp32."""
     report_to: str = "none"
     """Where Trainer logs: none, tensorboard, wandb, ..."""
     resume: bool = True
@@ -221,7 +223,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
         load_best_model_at_end=True, metric_for_best_model="accuracy" if pairwise else "auroc",
-        greater_is_better=True, save_total_limit=2, report_to=cfg.report_to, bf16=cfg.bf16,
+        greater_is_better=True, save_total_limit=2, report_to=cfg.report_to, bf16=resolve_bf16(cfg.bf16),
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **eval_kw,
     )
