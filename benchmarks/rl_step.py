@@ -1,9 +1,11 @@
 """One RL step on the CPU: rluf's CRPG step against TRL's GRPOTrainer, interleaved in one run.
 
-Same policy (SmolLM2-135M-Instruct, bf16 base weights + fp32 LoRA r=16 on all linear layers), same prompts
+Same policy (SmolLM2-135M-Instruct + fp32 LoRA r=16 on all linear layers; base weights in bf16 where the CPU
+runs bf16 fast (avx512_bf16/AMX), else fp32 — emulated bf16 is ~300x slower per matmul), same prompts
 (the chat task's mix), same K samples per prompt, same maximum new tokens, same sampling temperature, same
 reward model (the demo's P[Love]) and learning rate. TRL runs in its fastest CPU configuration
-(`use_cpu=True`, `use_vllm=False`, bf16, LoRA via `peft_config`, `beta=0` so no reference model is loaded).
+(`use_cpu=True`, `use_vllm=False`, the same base dtype, LoRA via `peft_config`, `beta=0` so no reference
+model is loaded).
 Our step does at least the same work and more: it also computes reference log-probabilities (the KL cap),
 runs the judges and calibrates the reward against a cached reference answer.
 
@@ -110,7 +112,11 @@ def main() -> None:
         ours.append(row)
 
     # ------------------------------------------------------------------ TRL
-    trl_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
+    from rluf.hardware import bf16_is_fast
+
+    bf16 = bf16_is_fast()
+    dtype_name = "bf16" if bf16 else "fp32"
+    trl_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16 if bf16 else torch.float32)
     trl_tok = load_tokenizer(base)
 
     def love_reward(prompts, completions, **kw):
@@ -138,7 +144,7 @@ def main() -> None:
     targs = GRPOConfig(
         output_dir=str(tmp / "trl"), per_device_train_batch_size=args.prompts_per_step * args.k,
         num_generations=args.k, max_completion_length=args.max_new_tokens, max_steps=args.steps,
-        learning_rate=lr, temperature=temperature, top_p=1.0, beta=0.0, use_vllm=False, use_cpu=True, bf16=True,
+        learning_rate=lr, temperature=temperature, top_p=1.0, beta=0.0, use_vllm=False, use_cpu=True, bf16=bf16,
         gradient_checkpointing=False,  # TRL turns it on by default; off is faster when memory is plentiful
         logging_steps=1, save_strategy="no", report_to=[], seed=0, disable_tqdm=True)
     trainer = GRPOTrainer(model=trl_model, reward_funcs=[love_reward], args=targs, train_dataset=ds,
@@ -164,7 +170,7 @@ def main() -> None:
                  "steps": [round(r["step_s"], 2) for r in ours]},
         "trl": {"seconds_per_step": round(trl_s, 2), "generated_tokens_per_s": round(trl_tok_s, 1),
                 "steps": [round(r["step_s"], 2) for r in trl], "version": __import__("trl").__version__},
-        "setup": {"model": "SmolLM2-135M-Instruct (bf16 base, fp32 LoRA r=16 on all linear layers)",
+        "setup": {"model": f"SmolLM2-135M-Instruct ({dtype_name} base, fp32 LoRA r=16 on all linear layers)",
                   "prompts_per_step": args.prompts_per_step, "k": args.k, "max_new_tokens": args.max_new_tokens,
                   "temperature": temperature, "steps": args.steps, "warmup_steps_excluded": 1,
                   "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
@@ -174,7 +180,8 @@ def main() -> None:
     (args.out / "rl_step.json").write_text(json.dumps(result, indent=2))
     md = [
         "# RL step: rluf CRPG vs TRL GRPOTrainer (CPU)", "",
-        f"{result['setup']['date']}, {torch.get_num_threads()} threads. SmolLM2-135M-Instruct, bf16 base + LoRA r=16, "
+        f"{result['setup']['date']}, {torch.get_num_threads()} threads. SmolLM2-135M-Instruct, {dtype_name} base "
+        "+ LoRA r=16, "
         f"{args.prompts_per_step} prompts × K={args.k}, {args.max_new_tokens} new tokens, temperature {temperature}; "
         f"{args.steps} steps each, interleaved, first excluded; medians.", "",
         "| | s/step | generated tokens/s | generate | reward + judges | log-probs + backward |",

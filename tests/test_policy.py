@@ -227,6 +227,63 @@ def test_generation_mirror_matches_the_adapter_model(tiny):
     assert torch.allclose(want, got, atol=1e-5)
 
 
+def test_sample_with_a_shared_prefill_matches_plain_generate(tiny):
+    """n > 1 samples prefill each prompt once and repeat its cache; greedy answers must equal those of a
+    plain generate() per prompt (left padding, positions and masks all line up)."""
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy.generate import SamplingConfig, encode_prompts, sample
+    from rluf.policy.model import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    tok = load_tokenizer(tiny["policy"])
+    ids = encode_prompts(tok, ["hello", "tell me about the sky and the water please", "how are you"])
+    s = sample(model, tok, ids, 3, SamplingConfig(max_new_tokens=8, temperature=0), batch_size=9)
+    for i, p in enumerate(ids):
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.tensor([p]), max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        plain = out[0, len(p):].tolist()
+        eos = tok.eos_token_id
+        want = plain[:plain.index(eos) + 1] if eos in plain else plain
+        for k in range(3):
+            assert s.completion_ids[3 * i + k][s.completion_mask[3 * i + k].bool()].tolist() == want
+
+
+def test_answer_logps_shares_prompts_without_changing_values_or_gradients(tiny):
+    """The shared-prompt pass (each distinct prompt once, its cache repeated per answer) gives the same
+    log-probabilities and the same LoRA gradients as scoring every row on its own, unpadded."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy.train import answer_logps
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny["policy"]),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "up_proj"],
+                                      task_type="CAUSAL_LM", init_lora_weights=False))
+    short, long = [1, 5, 6, 7], [1, 8, 9, 10, 11, 12, 13]
+    prompts = [short, short, long, short, long]  # repeated prompts, not consecutive, two lengths
+    answers = [[20, 21, 22, 2], [23], [24, 25], [26, 27, 28, 29, 30, 2], [20, 2]]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    lp, n = answer_logps(model, prompts, answers, pad_id=2, temperature=0.7)
+    (lp * torch.arange(1.0, 6.0)).sum().backward()  # distinct weights: a row mix-up changes the gradient
+    got_grads = [p.grad.clone() for p in params]
+    model.zero_grad()
+
+    want = []
+    for p, a in zip(prompts, answers, strict=True):
+        ids = torch.tensor([p + a])
+        logits = model(input_ids=ids).logits[0, len(p) - 1:-1].float() / 0.7
+        want.append(torch.log_softmax(logits, -1).gather(-1, torch.tensor(a)[:, None]).sum())
+    want = torch.stack(want)
+    (want * torch.arange(1.0, 6.0)).sum().backward()
+    assert n.tolist() == [len(a) for a in answers]
+    assert torch.allclose(lp.detach(), want.detach(), atol=1e-4), (lp, want)
+    for g, p in zip(got_grads, params, strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-4)
+
+
 def test_distributed_run_on_two_cpu_processes(tiny, tmp_path):
     """The distributed path that `accelerate launch` drives on GPUs, on two CPU processes (gloo): torchrun
     sets the same environment, and accelerate's Accelerator picks it up (MULTI_CPU)."""
