@@ -250,6 +250,33 @@ def test_sample_with_a_shared_prefill_matches_plain_generate(tiny):
             assert s.completion_ids[3 * i + k][s.completion_mask[3 * i + k].bool()].tolist() == want
 
 
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 0.8), (1.3, 3, 0.9), (0.9, 2, 1.0)])
+def test_sampler_draws_from_the_distribution_transformers_warpers_define(temperature, top_k, top_p):
+    """The inverse-CDF sampler against transformers' own temperature / top-k / top-p warpers + softmax."""
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from rluf.policy.generate import SamplingConfig, next_tokens
+
+    logits = torch.tensor([[2.0, 1.5, 0.3, -1.0, 0.9, -3.0, 1.0], [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 4.0]])
+    want = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    if top_k:
+        want = TopKLogitsWarper(top_k)(None, want)
+    if top_p < 1.0:
+        want = TopPLogitsWarper(top_p)(None, want)
+    want = torch.softmax(want, -1)
+    torch.manual_seed(0)
+    draws = 40_000
+    got = next_tokens(logits.repeat_interleave(draws, 0), SamplingConfig(temperature=temperature, top_k=top_k,
+                                                                         top_p=top_p)).view(2, draws)
+    freq = torch.stack([torch.bincount(r, minlength=7).float() / draws for r in got])
+    assert torch.allclose(freq, want, atol=0.01), (freq, want)
+    assert bool((freq[want == 0] == 0).all())  # filtered tokens are never drawn
+
+
 def test_answer_logps_shares_prompts_without_changing_values_or_gradients(tiny):
     """The shared-prompt pass (each distinct prompt once, its cache repeated per answer) gives the same
     log-probabilities and the same LoRA gradients as scoring every row on its own, unpadded."""
@@ -333,6 +360,29 @@ def test_replayed_batches_match_the_run_on_every_shard():
         resumed = tasks()
         rng2 = _replay_batches(resumed, 0, 3)  # resume at step 3
         assert [t.next_batch(rng2) for _ in range(2) for t in resumed] == seen[6:]
+
+
+def test_planned_batches_are_the_batches_the_run_draws():
+    """Reference answers are generated up front for the prompts the run will draw: the plan (from a resume
+    step on) must equal what the training loop's cursors produce, and leave the tasks untouched."""
+    import random
+
+    from rluf.policy.config import TaskConfig
+    from rluf.policy.train import TaskState, _planned_batches
+
+    tc = TaskConfig(name="t", prompts={"source": "chat"}, rewards=[{"name": "r", "model": "m"}], prompts_per_step=3)
+    prompts = [f"p{i}" for i in range(7)]
+    tasks = [TaskState(tc, prompts, [], "x", [], []), TaskState(tc, prompts[::-1], [], "x", [], [])]
+    planned = _planned_batches(tasks, seed=0, start=2, steps=5)
+    assert all(t.cursor == 0 and t.order == [] for t in tasks)
+    rng = random.Random(0)
+    drawn = [[], []]
+    for step in range(5):
+        for i, t in enumerate(tasks):
+            batch = t.next_batch(rng)
+            if step >= 2:
+                drawn[i].extend(batch)
+    assert planned == drawn and len(planned[0]) == 9
 
 
 def test_fresh_run_in_a_used_folder_and_eval_every(tiny, tmp_path):

@@ -76,12 +76,11 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     from rluf.policy.generate import prefill
 
     distinct: dict[tuple[int, ...], int] = {}
-    row_prompt = [distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids]
+    rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids]
     device = next(model.parameters()).device
-    rows = torch.tensor(row_prompt, device=device)
     # Everything but each prompt's last token goes into the cache; the second pass feeds that last token and
     # the answer (without its final token), so its logits predict exactly the answer tokens.
-    cache, p_mask = prefill(model, [list(p)[:-1] for p in distinct], device)
+    cache, p_mask = prefill(model, [list(p)[:-1] for p in distinct], rows, device=device)
     width = max(1, max(len(a) for a in answer_ids))
     a_ids = torch.full((len(answer_ids), width), pad_id, dtype=torch.long)
     a_mask = torch.zeros((len(answer_ids), width), dtype=torch.long)
@@ -91,10 +90,8 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     a_ids, a_mask = a_ids.to(device), a_mask.to(device)
     last = torch.tensor([p[-1] for p in prompt_ids], device=device)[:, None]
     inputs = torch.cat([last, a_ids[:, :-1]], 1)
-    mask = torch.cat([p_mask[rows], torch.ones_like(last), a_mask[:, :-1]], 1)
-    pos = p_mask.sum(1)[rows, None] + torch.arange(width, device=device)[None]
-    if cache is not None:
-        cache.batch_select_indices(rows)  # one copy of its prompt's keys/values per row (differentiable)
+    mask = torch.cat([p_mask, torch.ones_like(last), a_mask[:, :-1]], 1)
+    pos = p_mask.sum(1, keepdim=True) + torch.arange(width, device=device)[None]
     logits = model(input_ids=inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).logits
     logits = logits.float() / temperature if temperature > 0 else logits.float()
     # log p(token) = logit - logsumexp(logits): one reduction instead of a full log-softmax copy of a
@@ -317,7 +314,8 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     def reference_answers(prompts: list[str]) -> list[str]:
         with ref_context(model, ref):
             gen_model = model if ref is None else ref
-            s = sample(gen_model, tok, encode_prompts(tok, prompts, cfg.max_prompt_tokens), 1, greedy)
+            s = sample(gen_model, tok, encode_prompts(tok, prompts, cfg.max_prompt_tokens), 1, greedy,
+                       progress="reference answers" if len(prompts) > 16 and progress and main else None)
         return s.texts
 
     def evaluate(tag: str) -> dict[str, Any]:
@@ -361,6 +359,10 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         say(f"resumed from {resume_dir} at step {start}")
 
     mirror = GenerationMirror(model) if ref is None else None
+    # The reference answers of every prompt this run will train on, generated up front in full batches:
+    # generated step by step they come 4 at a time, and decoding a batch of 16 costs little more than 4.
+    for task, planned in zip(tasks, _planned_batches(tasks, cfg.seed, start, cfg.max_steps), strict=True):
+        refs.ensure(planned, reference_answers, task.rewards)
     initial = state.get("initial_eval") or evaluate("start")
     writers = _loggers(cfg, out)
     columns = _log_columns(cfg)
@@ -579,6 +581,21 @@ def _replay_batches(tasks: list[TaskState], seed: int, steps: int) -> random.Ran
         for task in tasks:
             task.next_batch(rng)
     return rng
+
+
+def _planned_batches(tasks: list[TaskState], seed: int, start: int, steps: int) -> list[list[str]]:
+    """Per task, the prompts of steps start+1..steps, in order (replayed on copies: the tasks are untouched)."""
+    import copy
+
+    copies = [copy.copy(t) for t in tasks]
+    rng = _replay_batches(copies, seed, 0)  # fresh cursors and the seed's rng
+    planned: list[list[str]] = [[] for _ in tasks]
+    for step in range(steps):
+        for i, task in enumerate(copies):
+            batch = task.next_batch(rng)
+            if step >= start:
+                planned[i].extend(batch)
+    return planned
 
 
 def _tuple_state(x: Any) -> Any:
