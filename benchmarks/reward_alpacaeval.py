@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere ~100x slower)")
+                    help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
     from rluf.hardware import resolve_bf16
 

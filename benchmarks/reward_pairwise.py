@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rluf.hardware import bf16_is_fast
 from rluf.paths import DEFAULT_DATA_DIR
 from rluf.reward import RewardModel
 from rluf.reward.pairs import alpacaeval_pairs, hh_pairs
@@ -78,7 +79,7 @@ def main() -> None:
     (res / "reward_pairwise.json").write_text(json.dumps(out, indent=2))
     md = ["# Pairwise reward models (all-MiniLM-L6-v2)", "",
           f"{out['date']}, 2 CPU cores, {args.max_steps} steps of 16 pairs, max_length {args.max_length}, "
-          f"bf16 {__import__('rluf.hardware').hardware.bf16_is_fast()}.", "",
+          f"bf16 {bf16_is_fast()}.", "",
           "| objective | train / val / test pairs | test pairwise accuracy | longer answer wins | train min |",
           "|---|---|---:|---:|---:|"]
     for name, r in results.items():

@@ -38,7 +38,11 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--reward", default="demo-out/models/love", help="Reward model folder (make demo writes it).")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--report-only", action="store_true", help="Rewrite rl_step.md from rl_step.json; no run.")
     args = ap.parse_args()
+    if args.report_only:
+        write_markdown(json.loads((args.out / "rl_step.json").read_text()), args.out)
+        return
 
     import random
 
@@ -178,41 +182,47 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rl_step.json").write_text(json.dumps(result, indent=2))
+    write_markdown(result, args.out)
+    print(json.dumps(result, indent=2))
+
+
+def write_markdown(result: dict, out: Path) -> None:
+    setup, ours, trl = result["setup"], result["ours"], result["trl"]
     md = [
         "# RL step: rluf CRPG vs TRL GRPOTrainer (CPU)", "",
-        f"{result['setup']['date']}, {torch.get_num_threads()} threads. SmolLM2-135M-Instruct, {dtype_name} base "
-        "+ LoRA r=16, "
-        f"{args.prompts_per_step} prompts × K={args.k}, {args.max_new_tokens} new tokens, temperature {temperature}; "
-        f"{args.steps} steps each, interleaved, first excluded; medians.", "",
+        f"{setup['date']}, {setup['torch_threads']} threads. {setup['model']}, {setup['prompts_per_step']} prompts "
+        f"× K={setup['k']}, {setup['max_new_tokens']} new tokens, temperature {setup['temperature']}; "
+        f"{setup['steps']} steps each, interleaved, first excluded; medians.", "",
         "| | s/step | generated tokens/s | generate | reward + judges | log-probs + backward |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| rluf CRPG | {ours_s:.2f} | {ours_tok:.1f} | {result['ours']['generate_s']:.2f} | "
-        f"{result['ours']['score_s']:.2f} | {result['ours']['update_s']:.2f} |",
-        f"| TRL {result['trl']['version']} GRPOTrainer | {trl_s:.2f} | {trl_tok_s:.1f} | | | |", "",
+        f"| rluf CRPG | {ours['seconds_per_step']:.2f} | {ours['generated_tokens_per_s']:.1f} | "
+        f"{ours['generate_s']:.2f} | {ours['score_s']:.2f} | {ours['update_s']:.2f} |",
+        f"| TRL {trl['version']} GRPOTrainer | {trl['seconds_per_step']:.2f} | {trl['generated_tokens_per_s']:.1f} "
+        "| | | |", "",
+        f"Per step — ours: {ours['steps']}; TRL: {trl['steps']}.", "",
         f"**ratio_vs_trl = {result['ratio_vs_trl']}** (target ≤ 0.5).", "",
         "Our step also computes reference log-probabilities (KL cap), judges and the calibrated reward against "
         "a cached reference answer; TRL runs with beta=0 (no reference model).", "",
-        "## Where our step's time went, and what changed (profiled with torch.profiler, 2026-11-30, AVX2 CPU)", "",
-        "- Sampling: a decoding step of 16 rows costs ~0.2 s, about 21 GFLOP/s against the 106 of a large fp32 "
-        "matmul here: small-batch matmuls (aten::mm, 51–65 % of sampling time in three profiles) are limited by "
-        "reading the weights, so the cost follows the number of decoding steps more than the rows. "
-        "`torch.multinomial` (inside `generate`) drew an exponential for each of 16 × 49k vocabulary entries per "
-        "token: 21 ms per step, 11 % of sampling. rluf samples by inverse CDF in its own decode loop "
-        "(same distribution; tested against transformers' warpers).",
+        "## Where our step's time went, and what changed (torch.profiler, 2026-11-30, 2-core AVX2 CPU, fp32)", "",
+        "- Sampling: a decoding step of 16 rows took ~0.2 s; aten::mm was 51–65 % of sampling time in three "
+        "profiles. From the parameter count that is roughly 4 GFLOP per step, ~21 GFLOP/s, against 106 GFLOP/s "
+        "measured for a 2048² fp32 matmul: small-batch matmuls, so the cost follows decoding steps more than rows "
+        "(an estimate, not a measurement of memory traffic). `torch.multinomial` (inside `generate`) drew an "
+        "exponential for each of 16 × 49k vocabulary entries per token: 21 ms per step, 11 % of sampling. rluf "
+        "samples by inverse CDF in its own decode loop (same distribution; tested against transformers' warpers).",
         "- Prompts: `num_return_sequences` prefills each prompt K times, padded to the longest prompt of the "
         "batch (chat prompts with the template: 32 to 423 tokens). rluf prefills each distinct prompt once, "
         "unpadded, and repeats its KV cache; the log-prob passes (policy with gradients, reference without) do "
         "the same, the gradient flowing through the repeated cache. Tested: equal log-probabilities and LoRA "
         "gradients to scoring each row alone.",
         "- Tried and dropped: a preallocated StaticCache instead of the DynamicCache's per-token concatenation "
-        "(profiled as 20 % of sampling, but interleaved A/B runs showed no difference: 0.206 vs 0.201 s per "
-        "decoding step).",
-        "- Left: log-probs + backward run at the machine's fp32 matmul peak (policy forward + backward + "
-        "reference forward over ~1,400 tokens); the remaining levers are bf16 on hardware that has it and fewer "
-        "padded answer positions.",
+        "(aten::cat was 20 % of sampling under the profiler, but interleaved A/B runs without it gave 0.206 vs "
+        "0.201 s per decoding step).",
+        "- Left: log-probs + backward (policy forward + backward + reference forward over ~1,400 tokens) is, by the "
+        "same parameter-count estimate, ~1.1 TFLOP — about 10 s at 106 GFLOP/s against ~12 s measured; the "
+        "remaining levers are bf16 on hardware that has it and fewer padded answer positions.",
     ]
-    (args.out / "rl_step.md").write_text("\n".join(md) + "\n")
-    print(json.dumps(result, indent=2))
+    (out / "rl_step.md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@
                   love lift of CGPO vs reference with a CI clustered by user and answer; offline vs online correlation
     → DIR/report.md, DIR/report.json, PNG plots
 
-Profiles: `quick` (the default; ~15 min) and `full` (the paper-reproduction budget, see
-benchmarks/paper_repro.py).
+Profiles: `quick` (the default; ~15 min on 2 cores with avx512_bf16, ~25 on AVX2 only) and `full` (the
+paper-reproduction budget, see benchmarks/paper_repro.py).
 """
 
 from __future__ import annotations

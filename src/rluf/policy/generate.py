@@ -90,10 +90,6 @@ def prefill(model: Any, prefixes: list[list[int]], rows: list[int] | None = None
     prefix, and prompts that meet in a batch differ a lot in length (32 to 423 tokens in the chat mix, with
     the chat template); a padded batch computes every copy and every padded position in every layer, the
     padded cache costs only attention over masked keys later.
-
-    `max_cache_len` makes it a StaticCache (preallocated, written in place) for decoding: a DynamicCache
-    re-concatenates every layer's keys and values at every generated token, which took a fifth of sampling
-    time on the CPU (profiled: aten::cat 2.4 s of 11.8 s for 16 × 64 tokens).
     """
     import torch
     import torch.nn.functional as F
@@ -226,8 +222,7 @@ def sample(model: Any, tok: Any, prompt_ids: list[list[int]], n: int = 1, cfg: S
         ids, mask = ids.to(device), mask.to(device)
         with torch.inference_mode():
             # Prefill each prompt once, unpadded, and repeat its cache n times: `num_return_sequences` would run
-            # the prompt n times, padded to the longest of the batch (on a CPU the prompt pass of 16 × ~60
-            # tokens costs about a quarter of sampling 64 tokens).
+            # the prompt n times, padded to the longest of the batch.
             rows = [j for j in range(len(b)) for _ in range(n)]
             cache, _ = prefill(model, [prompt_ids[i][:-1] for i in b], rows, device=device)
             out = decode(model, ids[rows, -1:], mask[rows], cache, cfg, eos, pad)

@@ -55,7 +55,7 @@ class RewardTrainConfig(StrictModel):
     seed: int = 0
     bf16: bool | None = None
     """bf16 mixed precision; None = where the hardware runs it fast (CPUs with avx512_bf16 or AMX, recent
-    GPUs). On other CPUs bf16 is emulated and ~100× slower than fp32."""
+    GPUs). On other CPUs bf16 is emulated: a MiniLM step took 56 s instead of 2 s on an AVX2 CPU."""
     report_to: str = "none"
     """Where Trainer logs: none, tensorboard, wandb, ..."""
     resume: bool = True
