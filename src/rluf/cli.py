@@ -479,6 +479,9 @@ def policy_generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
     batch_size: Annotated[int, typer.Option(help="Sequences per generate call.")] = 16,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    backend: Annotated[str | None, typer.Option(
+        help="torch | vllm | auto (vLLM when installed and a GPU is visible). Default: $RLUF_GENERATION_BACKEND, "
+             "else torch.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Answer every prompt of a file with a policy (batched, KV cache, stops at EOS).
@@ -496,7 +499,7 @@ def policy_generate(
         bad = [i for i, r in enumerate(rows, 1) if not isinstance(r.get("prompt"), str) or not r["prompt"]]
         if bad:
             raise ValueError(f"{prompts}: row {bad[0]} has no string 'prompt' field ({len(bad)} such rows)")
-        gen = PolicyGenerator.load(None if model == "default" else model, batch_size=batch_size)
+        gen = PolicyGenerator.load(None if model == "default" else model, batch_size=batch_size, backend=backend)
         t0 = time.perf_counter()
         answers = gen.generate([r["prompt"] for r in rows], n=n, seed=seed, progress="generate",
                                sampling=SamplingConfig(max_new_tokens, temperature, top_p))
@@ -507,7 +510,8 @@ def policy_generate(
                 for a in ans:
                     f.write(json.dumps({**r, "response": a}, ensure_ascii=False, default=str) + "\n")
         return {"out": str(out), "prompts": len(rows), "responses": len(rows) * n, "seconds": round(dt, 2),
-                "responses_per_s": round(len(rows) * n / max(dt, 1e-9), 2), "model": str(gen.name)}
+                "responses_per_s": round(len(rows) * n / max(dt, 1e-9), 2), "model": str(gen.name),
+                "backend": "vllm" if type(gen).__name__ == "VLLMGenerator" else "torch"}
 
     _run(json_out, body, lambda r: _kv_table("policy generate", r))
 
@@ -599,10 +603,15 @@ def abtest_analyze(
         help="delta (delta method over users), bootstrap (users), or twoway (clustered by user and by answer "
              "text: for logs where a policy answers from a small bank, e.g. the simulated A/B).")] = "delta",
     alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
+    bot_max_rate: Annotated[float, typer.Option(
+        help="Drop users whose reaction rate is anomalous (above this on 10+ turns, or improbably far above it "
+             "on fewer: the labelled set's rate filter) from both arms; the SRM check still counts them.")] = 0.3,
+    keep_bots: Annotated[bool, typer.Option("--keep-bots", help="No bot filter.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Relative lift in reactions per impression with a user-clustered CI, p-value, sample-ratio check,
     guardrails (continuation, dislikes, safety) with non-inferiority verdicts, and the MDE at this traffic.
+    Users who react like bots are left out first (`bot_filter` in the result says how many, per arm).
 
     Example: rluf abtest analyze --db sqlite:///ab.db --arms reference,cgpo --json
     """
@@ -612,12 +621,18 @@ def abtest_analyze(
         from rluf.store import connect
 
         names = tuple(a.strip() for a in arms.split(",") if a.strip())
-        return analyze(connect(db), names, reaction, window_hours, alpha, method)
+        if not 0 < bot_max_rate <= 1:
+            raise ValueError(f"--bot-max-rate must be in (0, 1], got {bot_max_rate}")
+        return analyze(connect(db), names, reaction, window_hours, alpha, method,
+                       bot_max_rate=None if keep_bots else bot_max_rate)
 
     def human(r):
         _kv_table(f"A/B {r['treatment']} vs {r['control']} ({r['reaction']})", {
             "lift": f"{r['lift']:+.2%}", "95 % CI": f"{r['ci_low']:+.2%} to {r['ci_high']:+.2%}",
             "p-value": f"{r['p_value']:.3g}", "SRM p": f"{r['srm_p']:.3g}", "MDE (80 % power)": f"{r['mde_rel']:.1%}",
+            "bots dropped (users)": ", ".join(f"{a}: {r['bot_filter'][a]['users']}"
+                                              for a in (r["control"], r["treatment"]))
+            if r["bot_filter"]["max_rate"] else "off",
             **{g["metric"]: f"{g['rel_change']:+.2%} ({'ok' if g['non_inferior'] else 'FAIL'})"
                for g in r["guardrails"]}})
 

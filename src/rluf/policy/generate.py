@@ -259,10 +259,17 @@ class PolicyGenerator:
         self.name = name
 
     @classmethod
-    def load(cls, spec: str | Path | None = None, dtype: str | None = None, **kw: Any) -> PolicyGenerator:
+    def load(cls, spec: str | Path | None = None, dtype: str | None = None, backend: str | None = None,
+             **kw: Any) -> Any:
+        """A PolicyGenerator, or a VLLMGenerator (same interface) when the backend resolves to vLLM:
+        `backend` 'torch' | 'vllm' | 'auto', default $RLUF_GENERATION_BACKEND or 'torch'."""
         import torch
 
         from rluf.policy.model import load_policy, resolve_policy
+        from rluf.policy.vllm_backend import VLLMGenerator, choose_backend
+
+        if choose_backend(backend) == "vllm":
+            return VLLMGenerator.load(spec, dtype=dtype, **kw)
 
         torch.set_num_threads(max(1, int(os.environ.get("RLUF_THREADS", torch.get_num_threads()))))
         model, tok = load_policy(spec, dtype=dtype or default_dtype())
