@@ -124,6 +124,33 @@ def test_analyze_on_the_store(db_url):
         analyze(eng, ("A", "Z"))
 
 
+def test_bots_are_dropped_from_both_arms_but_counted_for_srm(sqlite_url):
+    eng, per_user = fill_store(sqlite_url)
+    bots = [_turn(10_000 + b, k, "A") for b in range(3) for k in range(20)]  # 3 control users who heart everything
+    with eng.begin() as c:
+        c.execute(insert(responses), bots)
+        c.execute(insert(reactions), [_love(10_000 + b, k) for b in range(3) for k in range(20)])
+    res = analyze(eng, ("A", "B"))
+    assert res["bot_filter"]["A"] == {"users": 3, "impressions": 60, "reactions": 60}
+    assert res["bot_filter"]["B"]["users"] == 0  # humans loving at 5-8 % are never flagged
+    # the lift is the one computed on the human users alone ...
+    arrs = {a: np.array([v for (arm, _), v in per_user.items() if arm == a], dtype=float) for a in "AB"}
+    want = relative_change(arrs["A"][:, 1], arrs["A"][:, 0], arrs["B"][:, 1], arrs["B"][:, 0])
+    assert res["lift"] == pytest.approx(want["rel_change"]) and res["ci_low"] == pytest.approx(want["ci_low"])
+    assert res["arms"]["A"]["users"] == len(arrs["A"])
+    # ... while the sample-ratio check still sees every assigned user
+    assert res["srm_p"] == pytest.approx(stats.chisquare([len(arrs["A"]) + 3, len(arrs["B"])]).pvalue)
+    kept = analyze(eng, ("A", "B"), bot_max_rate=None)
+    assert kept["bot_filter"] == {"max_rate": None} and kept["arms"]["A"]["loves"] == res["arms"]["A"]["loves"] + 60
+    assert kept["lift"] < res["lift"]  # 60 bot loves in the control arm hide B's gain
+    twoway = analyze(eng, ("A", "B"), method="twoway")
+    assert twoway["bot_filter"]["A"]["users"] == 3 and twoway["arms"]["A"]["loves"] == res["arms"]["A"]["loves"]
+    res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--keep-bots", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["lift"] == pytest.approx(kept["lift"])
+    res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--bot-max-rate", "2"])
+    assert res.exit_code != 0 and "--bot-max-rate must be in (0, 1]" in res.output
+
+
 def test_cli_analyze_and_power(sqlite_url):
     fill_store(sqlite_url)
     res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--json"])

@@ -194,6 +194,8 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     ab = tests["cgpo"]
     lap("abtest", t)
     online_signoff = _signoff_by_arm(out / "ab" / "interactions.jsonl")
+    # Online rates as the analysis counts them: bots (anomalous love rates) left out of every arm.
+    human = {a: (ab["arms"]["reference"] if a == "reference" else tests[a]["arms"][a]) for a in arms}
     per_arm = {}
     for a in arms:
         e = ev["policies"][a]
@@ -201,16 +203,18 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
             "love_lift": 0.0 if a == "reference" else tests[a]["lift"],
             "love_lift_ci": [0.0, 0.0] if a == "reference" else [tests[a]["ci_low"], tests[a]["ci_high"]],
             "p_value": None if a == "reference" else tests[a]["p_value"],
-            "love_rate": ab_sim["arms"][a]["love_rate"],
+            "love_rate": human[a]["love_rate"],
+            "bot_users_dropped": ab["bot_filter"]["reference"]["users"] if a == "reference"
+            else tests[a]["bot_filter"][a]["users"],
             "signoff_rate": online_signoff[a], "signoff_rate_offline": e["signoff_rate"],
-            "continuation_rate": ab_sim["arms"][a]["continuation_rate"],
+            "continuation_rate": human[a]["continuation_rate"],
             "helpfulness_win_rate": e.get("helpfulness_win_rate"),
             "safety_violation_rate": e["safety_violation_rate"], "offline_p_love": e["p_love"],
             "audit_verdict": audits[a].get("verdict") if a in audits else None,
         }
 
     offline = {a: ev["policies"][a]["p_love"] for a in arms}
-    online = {a: ab_sim["arms"][a]["love_rate"] for a in arms}
+    online = {a: per_arm[a]["love_rate"] for a in arms}
     corr = offline_online(offline, online)
     result.update({
         "rewards": {k: v.get("metrics", v) for k, v in rewards.items()}, "policies": trained, "evaluate": ev,
@@ -275,8 +279,11 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         f"95 % CI ({ab['ci_low']:+.1%}, {ab['ci_high']:+.1%}), p = {ab['p_value']:.3g}; sample-ratio check "
         f"p = {ab['srm_p']:.3g}. The interval is clustered by user and by answer (`--method twoway`): in the "
         "simulation each model arm answers from a bank of a few answers per prompt, so outcomes cluster by "
-        "answer as well as by user.", "",
-        "| arm | users | turns | love rate | lift vs reference (95 % CI) | p | continuation | sign-off rate "
+        "answer as well as by user. Users whose love rate is anomalous (the labelled set's bot filter) are left "
+        "out of every rate and lift: "
+        + ", ".join(f"{a} {m['bot_users_dropped']}" for a, m in r["arms"].items()) + " users. "
+        "Users and turns below count everyone assigned.", "",
+        "| arm | users | turns | love rate (humans) | lift vs reference (95 % CI) | p | continuation | sign-off rate "
         "| helpfulness win rate | safety violations | P[Love] (offline) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -286,8 +293,8 @@ def write_report(r: dict[str, Any], out: Path) -> None:
             f"{m['love_lift']:+.1%} ({m['love_lift_ci'][0]:+.1%}, {m['love_lift_ci'][1]:+.1%})"
         p = "—" if m["p_value"] is None else f"{m['p_value']:.3g}"
         hw = "—" if m["helpfulness_win_rate"] is None else f"{m['helpfulness_win_rate']:.3f}"
-        lines.append(f"| {a} | {s['users']} | {s['turns']} | {s['love_rate']:.4f} | {lift} | {p} | "
-                     f"{s['continuation_rate']:.3f} | {m['signoff_rate']:.4f} | {hw} | "
+        lines.append(f"| {a} | {s['users']} | {s['turns']} | {m['love_rate']:.4f} | {lift} | {p} | "
+                     f"{m['continuation_rate']:.3f} | {m['signoff_rate']:.4f} | {hw} | "
                      f"{m['safety_violation_rate']:.3f} | {ev[a]['p_love']:.4f} |")
     lines += ["", "## Offline evaluator vs online", "",
               f"Over {oo['n_policies']} policies: Pearson {oo['pearson']:.3f}, Spearman {oo['spearman']:.3f}.", "",

@@ -396,6 +396,22 @@ def _burst_users(ev_user: np.ndarray, ev_ts: np.ndarray, count: int, seconds: fl
     return np.unique(u[k:][hit])
 
 
+def rate_anomalous(turns: np.ndarray, positives: np.ndarray, max_rate: float = 0.3, min_turns: int = 10,
+                   alpha: float | None = 0.01) -> np.ndarray:
+    """Per user: reacts more often than `max_rate` on at least `min_turns` turns, or (any number of turns) so
+    often that a true rate of `max_rate` would make it improbable (one-sided binomial tail below `alpha`).
+    The rate filter of the labelled set; `rluf abtest analyze` uses it to drop bots from an experiment."""
+    turns = np.asarray(turns, dtype=float)
+    positives = np.asarray(positives, dtype=float)
+    rate = np.divide(positives, turns, out=np.zeros(len(turns)), where=turns > 0)
+    anomalous = (turns >= min_turns) & (rate > max_rate)
+    if alpha is not None:
+        from scipy.stats import binom
+
+        anomalous |= (positives > 0) & (binom.sf(positives - 1, turns, max_rate) < alpha)
+    return anomalous
+
+
 def _adversarial_filters(m: dict[str, np.ndarray], ev_user, ev_ts, n_users: int, cfg: DatasetConfig):
     """Reason per labelled turn (KEPT or the first filter that removes it) and per-filter user counts.
 
@@ -416,13 +432,7 @@ def _adversarial_filters(m: dict[str, np.ndarray], ev_user, ev_ts, n_users: int,
     if cfg.max_user_rate is not None:
         n = np.bincount(owner, minlength=n_users)
         p = np.bincount(owner, weights=pos, minlength=n_users)
-        rate = np.divide(p, n, out=np.zeros(n_users), where=n > 0)
-        anomalous = (n >= cfg.min_user_turns) & (rate > cfg.max_user_rate)
-        if cfg.rate_alpha is not None:
-            from scipy.stats import binom
-
-            anomalous |= (p > 0) & (binom.sf(p - 1, n, cfg.max_user_rate) < cfg.rate_alpha)
-        flag(np.nonzero(anomalous)[0], RATE)
+        flag(np.nonzero(rate_anomalous(n, p, cfg.max_user_rate, cfg.min_user_turns, cfg.rate_alpha))[0], RATE)
     if cfg.burst_count is not None:
         flag(_burst_users(ev_user, ev_ts, cfg.burst_count, cfg.burst_seconds), BURST)
     if cfg.unsafe_hearts:

@@ -254,10 +254,18 @@ def lift_interval(ra: float, va: float, rb: float, vb: float, alpha: float = 0.0
 def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "love", window_hours: float = 24.0,
             alpha: float = 0.05, method: str = "delta", expected_split: tuple[float, ...] | None = None,
             continuation_margin: float = 0.02, dislike_margin: float = 0.10, safety_margin: float = 0.10,
-            power_target: float = 0.8, seed: int = 0) -> dict[str, Any]:
+            power_target: float = 0.8, seed: int = 0, bot_max_rate: float | None = 0.3) -> dict[str, Any]:
     """Control = arms[0], treatment = arms[1]. Guardrail margins are relative: continuation may not drop more
     than `continuation_margin`, dislikes and safety violations may not rise more than their margin (the CI
-    bound must clear the margin for `non_inferior`)."""
+    bound must clear the margin for `non_inferior`).
+
+    Bot filter (`bot_max_rate`, None = off): users whose `reaction` rate is anomalous by the labelled set's rate
+    filter (`rate_anomalous`: above this rate on 10+ turns, or improbably far above it on fewer) are dropped
+    from both arms before any statistic but the sample-ratio check, which tests the assignment itself. A
+    handful of accounts that heart everything otherwise decide the lift: in a demo A/B test (reference vs cgpo,
+    745 users) the 6 users this filter flags made 46 of the 122 loves, 32 of them in the control arm. The
+    threshold sits far above human love rates (~2 % per impression), so a treatment that really pleases people
+    does not get its users filtered."""
     if len(arms) != 2 or arms[0] == arms[1]:
         raise ValueError(f"--arms needs two different arm names (control,treatment), got {list(arms)}")
     if method not in ("delta", "bootstrap", "twoway"):
@@ -268,6 +276,20 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
         data = {arm: _per_user(t) for arm, t in turns.items()}  # the same sums load_arms would fetch again
     else:
         data = load_arms(engine, arms, reaction, window_hours)
+    n_users = np.array([len(data[arms[0]].users), len(data[arms[1]].users)], dtype=float)  # assignment, for SRM
+    bots = {arm: np.zeros(len(d.users), bool) for arm, d in data.items()}
+    if bot_max_rate is not None:
+        from rluf.data.labels import rate_anomalous
+
+        bots = {arm: rate_anomalous(d.turns, d.loves, bot_max_rate) for arm, d in data.items()}
+        bot_filter = {"max_rate": bot_max_rate, **{
+            arm: {"users": int(m.sum()), "impressions": int(data[arm].turns[m].sum()),
+                  "reactions": int(data[arm].loves[m].sum())} for arm, m in bots.items()}}
+        if method == "twoway":
+            ta, tb = (_drop_users(turns[arm], data[arm].users[bots[arm]]) for arm in arms)
+        data = {arm: _keep(d, ~bots[arm]) for arm, d in data.items()}
+    else:
+        bot_filter = {"max_rate": None}
     a, b = data[arms[0]], data[arms[1]]
     if method == "twoway":
 
@@ -281,7 +303,6 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
 
     main = change("loves")
     split = np.array(expected_split or [1.0, 1.0], dtype=float)
-    n_users = np.array([len(a.users), len(b.users)], dtype=float)
     srm_p = float(stats.chisquare(n_users, split / split.sum() * n_users.sum()).pvalue)
     guardrails = []
     cont = change("continued")
@@ -298,7 +319,7 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
         guardrails.append({"metric": "safety_violation_rate", **_g(u), "margin": safety_margin, "non_inferior": ok})
     m = float(np.mean(np.concatenate([a.turns, b.turns])))
     # No MDE (NaN, like an undefined lift) when the control rate is 0 or 1: there is no baseline to scale.
-    mde = (power(main["control"], users_per_arm=float(n_users.min()), impressions_per_user=m,
+    mde = (power(main["control"], users_per_arm=float(min(len(a.users), len(b.users))), impressions_per_user=m,
                  design_effect=_design_effect(a.loves, a.turns), alpha=alpha, power_target=power_target)
            if 0 < main["control"] < 1 else {"mde_rel": float("nan")})
     return {
@@ -309,7 +330,18 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
         "control": arms[0], "treatment": arms[1], "reaction": reaction, "method": method, "alpha": alpha,
         "lift": main["rel_change"], "ci_low": main["ci_low"], "ci_high": main["ci_high"], "p_value": main["p_value"],
         "srm_p": srm_p, "srm_ok": srm_p >= 0.001, "guardrails": guardrails, "mde_rel": mde["mde_rel"],
+        "bot_filter": bot_filter,
     }
+
+
+def _keep(d: ArmData, mask: np.ndarray) -> ArmData:
+    return ArmData(d.users[mask], d.turns[mask], d.loves[mask], d.continued[mask], d.dislikes[mask], d.unsafe[mask])
+
+
+def _drop_users(t: ArmTurns, users: np.ndarray) -> ArmTurns:
+    keep = ~np.isin(t.users, users)
+    return ArmTurns(t.users[keep], t.answers[keep], t.loves[keep], t.continued[keep], t.dislikes[keep],
+                    t.unsafe[keep])
 
 
 def _g(r: dict[str, float]) -> dict[str, float]:
