@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--reward", default="demo-out/models/love", help="Reward model folder (make demo writes it).")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--report-only", action="store_true", help="Rewrite rl_step.md from rl_step.json; no run.")
+    ap.add_argument("--note", default="",
+                    help="One line on this run (machine, code state), kept in later runs' history.")
     args = ap.parse_args()
     if args.report_only:
         write_markdown(json.loads((args.out / "rl_step.json").read_text()), args.out)
@@ -178,8 +180,18 @@ def main() -> None:
                   "prompts_per_step": args.prompts_per_step, "k": args.k, "max_new_tokens": args.max_new_tokens,
                   "temperature": temperature, "steps": args.steps, "warmup_steps_excluded": 1,
                   "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-                  "date": time.strftime("%Y-%m-%d")},
+                  "bf16_fast": bf16, "date": time.strftime("%Y-%m-%d")},
+        "note": args.note,
     }
+    # Keep the headline of earlier committed runs: machines of this project differ (bf16 hardware or not), and
+    # a run on one kind does not replace what was measured on the other.
+    old = args.out / "rl_step.json"
+    if old.exists():
+        prev = json.loads(old.read_text())
+        result["previous_runs"] = [*prev.pop("previous_runs", []), {
+            "date": prev["setup"]["date"], "model": prev["setup"]["model"], "steps": prev["setup"]["steps"],
+            "ours_s": prev["ours"]["seconds_per_step"], "trl_s": prev["trl"]["seconds_per_step"],
+            "ratio_vs_trl": prev["ratio_vs_trl"], "note": prev.get("note", "")}]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rl_step.json").write_text(json.dumps(result, indent=2))
     write_markdown(result, args.out)
@@ -188,6 +200,13 @@ def main() -> None:
 
 def write_markdown(result: dict, out: Path) -> None:
     setup, ours, trl = result["setup"], result["ours"], result["trl"]
+    history = []
+    if result.get("previous_runs"):
+        history = ["Earlier runs (other machines or code):", "",
+                   "| date | model | steps | ours s/step | TRL s/step | ratio | note |",
+                   "|---|---|---:|---:|---:|---:|---|",
+                   *[f"| {r['date']} | {r['model']} | {r['steps']} | {r['ours_s']:.2f} | {r['trl_s']:.2f} | "
+                     f"{r['ratio_vs_trl']} | {r.get('note', '')} |" for r in result["previous_runs"]], ""]
     md = [
         "# RL step: rluf CRPG vs TRL GRPOTrainer (CPU)", "",
         f"{setup['date']}, {setup['torch_threads']} threads. {setup['model']}, {setup['prompts_per_step']} prompts "
@@ -201,6 +220,7 @@ def write_markdown(result: dict, out: Path) -> None:
         "| | | |", "",
         f"Per step — ours: {ours['steps']}; TRL: {trl['steps']}.", "",
         f"**ratio_vs_trl = {result['ratio_vs_trl']}** (target ≤ 0.5).", "",
+        *history,
         "Our step also computes reference log-probabilities (KL cap), judges and the calibrated reward against "
         "a cached reference answer; TRL runs with beta=0 (no reference model).", "",
         "## Where our step's time went, and what changed (torch.profiler, 2026-11-30, 2-core AVX2 CPU, fp32)", "",
