@@ -220,6 +220,7 @@ def write_markdown(result: dict, out: Path) -> None:
         "| | | |", "",
         f"Per step — ours: {ours['steps']}; TRL: {trl['steps']}.", "",
         f"**ratio_vs_trl = {result['ratio_vs_trl']}** (target ≤ 0.5).", "",
+        *([f"Reading: {result['reading']}", ""] if result.get("reading") else []),
         *history,
         "Our step also computes reference log-probabilities (KL cap), judges and the calibrated reward against "
         "a cached reference answer; TRL runs with beta=0 (no reference model).", "",
@@ -235,12 +236,19 @@ def write_markdown(result: dict, out: Path) -> None:
         "unpadded, and repeats its KV cache; the log-prob passes (policy with gradients, reference without) do "
         "the same, the gradient flowing through the repeated cache. Tested: equal log-probabilities and LoRA "
         "gradients to scoring each row alone.",
-        "- Tried and dropped: a preallocated StaticCache instead of the DynamicCache's per-token concatenation "
-        "(aten::cat was 20 % of sampling under the profiler, but interleaved A/B runs without it gave 0.206 vs "
-        "0.201 s per decoding step).",
+        "- A preallocated StaticCache instead of the DynamicCache's per-token concatenation (aten::cat was 20 % "
+        "of sampling under the profiler): on the AVX2 CPU interleaved A/B runs gave 0.206 vs 0.201 s per decoding "
+        "step, no gain, and it was dropped; on the avx512_bf16 CPU (2026-11-30), where the bf16 matmuls are fast, "
+        "it sampled 16 × 64 tokens 8–10 % faster in four interleaved pairs, and rluf now decodes into one. The "
+        "RL-step run after it did not show it in the median step (8.71 s vs 8.55 s the run before): the step "
+        "moves by more than that from run to run.",
         "- Left: log-probs + backward (policy forward + backward + reference forward over ~1,400 tokens) is, by the "
         "same parameter-count estimate, ~1.1 TFLOP — about 10 s at 106 GFLOP/s against ~12 s measured; the "
         "remaining levers are bf16 on hardware that has it and fewer padded answer positions.",
+        "- Tried on the avx512_bf16 CPU and dropped: dividing the output layer's input by the temperature instead "
+        "of its 49k-wide output, with one fused fp32 log-softmax (the profiler put the logits passes at ~1.5 s "
+        "of a 10 s step): three interleaved timings of the log-prob passes gave 8.96/9.20/9.04 s before and "
+        "8.91/7.83/9.52 s after — no gain beyond noise.",
     ]
     (out / "rl_step.md").write_text("\n".join(md) + "\n")
 
