@@ -12,7 +12,7 @@
                   love lift of CGPO vs reference with a CI clustered by user and answer; offline vs online correlation
     → DIR/report.md, DIR/report.json, PNG plots
 
-Profiles: `quick` (the default; ~15 min on 2 cores with avx512_bf16, ~25 on AVX2 only) and `full` (the
+Profiles: `quick` (the default; ~10 min on 2 cores with avx512_bf16, ~25 on AVX2 only) and `full` (the
 paper-reproduction budget, see benchmarks/paper_repro.py).
 """
 
