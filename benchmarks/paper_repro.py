@@ -16,6 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 PAPER_ARMS = ("reference", "moderate", "aggressive", "cgpo")
 KEYS = ("love_lift", "love_lift_ci", "p_value", "love_rate", "signoff_rate", "signoff_rate_offline",
@@ -39,16 +41,74 @@ def targets(arms: dict, oo: dict) -> list[tuple[str, str, bool]]:
     ]
 
 
+def why(r: dict, checks: list[tuple[str, str, bool]]) -> list[str]:
+    """One line per unmet target, computed from the run (estimates say so)."""
+    from scipy import stats
+
+    met = {t: ok for t, _, ok in checks}
+    arms, out = r["arms"], []
+    steps = r["policies"]["cgpo"]["steps"]
+    if not met["cgpo love lift ≥ +28 % with p < 0.01"]:
+        cg = r["abtests"]["cgpo"]
+        se = (np.log1p(cg["ci_high"]) - np.log1p(cg["ci_low"])) / (2 * stats.norm.ppf(0.975))
+        se_need = np.log(1.28) / (stats.norm.ppf(0.995) + stats.norm.ppf(0.8))
+        users = cg["arms"]["cgpo"]["users"]
+        spread = np.ptp([arms[a]["offline_p_love"] for a in PAPER_ARMS])
+        out.append(
+            f"- **Lift.** The cgpo interval's standard error on the log scale is {se:.3f}; detecting +28 % at "
+            f"p < 0.01 with 80 % power needs {se_need:.3f}, a variance {(se / se_need) ** 2:.0f}× smaller: by "
+            f"an estimate that assumes variance falls as 1/n, {(se / se_need) ** 2:.0f}× this run's traffic "
+            f"({users} human users in the cgpo arm) together with as many more distinct answers (the arms answer "
+            "from a fixed bank per prompt, and the two-way interval clusters by answer, so more users alone do "
+            f"not shrink it). And the effect must be there: after {steps} CPU steps the arms' offline P[Love] "
+            f"differ by {spread:.5f} at most. What would reach it: a P[Love] that ranks answers well, hundreds "
+            "of policy steps, and an A/B test sized by `rluf abtest power`.")
+    if not met["aggressive arm's hack flagged by the audit"]:
+        ag, ref = arms["aggressive"], arms["reference"]
+        rose = ag["signoff_rate_offline"] > ref["signoff_rate_offline"] + 0.005
+        out.append(
+            f"- **Audit.** The aggressive arm's sign-off rate rose ({ag['signoff_rate_offline']:.3f} vs "
+            f"{ref['signoff_rate_offline']:.3f} offline) but the audit's sign-off rule (+0.5 points at "
+            "p < 0.01) did not fire on the evaluation prompts' answers: too few answers for that p-value."
+            if rose else
+            f"- **Audit.** The aggressive arm did not learn the hack in {steps} steps: its sign-off rate is "
+            f"{ag['signoff_rate_offline']:.3f} offline and {ag['signoff_rate']:.4f} online, against "
+            f"{ref['signoff_rate_offline']:.3f} and {ref['signoff_rate']:.4f} for the reference, so there is "
+            "nothing to flag; the audit's tests inject a sign-off hack and require it to be flagged. What would "
+            "reach it: enough steps at P[Love] weight 0.3 for closers to pay off — the simulator does reward them "
+            f"(the style_bait arm: {arms['style_bait']['love_lift']:+.1%}, p = {arms['style_bait']['p_value']:.2g}).")
+    if not met["offline-online Spearman ≥ 0.9"]:
+        love = r["rewards"]["love"]["validation"]
+        off = [v["offline_p_love"] for v in r["offline_online"]["policies"].values()]
+        on = [v["online_love_rate"] for v in r["offline_online"]["policies"].values()]
+        sim = json.loads((HERE / "results" / "reward_simulated.json").read_text())
+        out.append(
+            f"- **Offline vs online.** The P[Love] of this budget reaches validation AUROC {love['auroc']:.2f} "
+            f"({love['positives']} positives); across the {len(off)} policies its scores span {min(off):.4f}–"
+            f"{max(off):.4f} while their online love rates span {min(on):.4f}–{max(on):.4f}: the evaluator "
+            "barely separates policies, so their ranking is mostly noise. What would reach it: a P[Love] that "
+            "ranks answers far better. More steps alone do not get there: benchmarks/reward_simulated.py "
+            f"({sim['date']}, {sim['args']['max_steps']} steps) reached test AUROC "
+            f"{sim['test']['p_love_model']['auroc']:.2f} against {sim['test']['oracle_auroc']:.2f} for the "
+            "simulator's own p_love on the same labels — the gap is the model's, not the labels'.")
+    return out or ["Every target is met."]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=HERE / "work" / "paper_repro")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true",
+                    help="Rewrite the results from WORK/report.json (a finished run); no run.")
     args = ap.parse_args()
 
-    from rluf.demo import run_demo
+    if args.report_only:
+        r = json.loads((args.work / "report.json").read_text())
+    else:
+        from rluf.demo import run_demo
 
-    r = run_demo(args.work, seed=args.seed, profile="full")
+        r = run_demo(args.work, seed=args.seed, profile="full")
     arms = {a: {k: r["arms"][a].get(k) for k in KEYS} for a in r["arms"]}
     oo = r["offline_online"]
     checks = targets(arms, oo)
@@ -79,6 +139,7 @@ def main() -> None:
     md = ["# Paper reproduction on the simulator (SmolLM2-135M-Instruct, 2 CPU cores)", "",
           "| target | measured | met |", "|---|---|---|",
           *[f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in checks], "",
+          "## Why the unmet targets are not met, from this run's numbers", "", *why(r, checks), "",
           "![offline vs online](paper_repro_offline_online.png)", "",
           report.replace("# rluf demo report", "## The run").replace("(offline_online.png)",
                                                                       "(paper_repro_offline_online.png)")]
