@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--learning-rate", type=float, default=1e-4)
+    ap.add_argument("--length-hint", action="store_true",
+                    help="P[Love] template starts each answer with '(N words)' (the baselines see log length too)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -117,16 +119,25 @@ def main() -> None:
         rs = tok(d["response"].tolist(), add_special_tokens=False)["input_ids"]
         return [tok.decode(template.cut(p, r)[1]) for p, r in zip(ps, rs, strict=True)]
 
+    seen_fit, seen_test = seen(fit_df), seen(test)
     tfidf_cut = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
-    x_fit = hstack([tfidf_cut.fit_transform(seen(fit_df)), csr_matrix(loglen(fit_df))]).tocsr()
-    x_test = hstack([tfidf_cut.transform(seen(test)), csr_matrix(loglen(test))]).tocsr()
+    words_fit, words_test = tfidf_cut.fit_transform(seen_fit), tfidf_cut.transform(seen_test)
+    x_fit = hstack([words_fit, csr_matrix(loglen(fit_df))]).tocsr()
+    x_test = hstack([words_test, csr_matrix(loglen(test))]).tocsr()
     lr_cut = LogisticRegression(C=4.0, max_iter=2000).fit(x_fit, fit_df["label"])
-    results.append(evaluate(f"TF-IDF + length on the cut text ({args.max_length} tokens)", test,
+    results.append(evaluate(f"TF-IDF + full length on the cut text ({args.max_length} tokens)", test,
                             lr_cut.predict_proba(x_test)[:, 1]))
+    # ... and with only the length of the cut text: exactly what P[Love] without the length hint can see.
+    cutlen = lambda texts: np.log1p(np.array([len(t) for t in texts], dtype=float))[:, None]  # noqa: E731
+    x_fit = hstack([words_fit, csr_matrix(cutlen(seen_fit))]).tocsr()
+    x_test = hstack([words_test, csr_matrix(cutlen(seen_test))]).tocsr()
+    lr_seen = LogisticRegression(C=4.0, max_iter=2000).fit(x_fit, fit_df["label"])
+    results.append(evaluate(f"TF-IDF + its own length, cut text only ({args.max_length} tokens)", test,
+                            lr_seen.predict_proba(x_test)[:, 1]))
 
     cfg = RewardTrainConfig(backbone=args.backbone, epochs=args.epochs, max_steps=args.max_steps,
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
-                            bf16=args.bf16, resume=False)
+                            bf16=args.bf16, resume=False, length_hint=args.length_hint)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
     t_train = time.time() - t0
@@ -151,7 +162,14 @@ def main() -> None:
     }
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
-    (res_dir / "reward_alpacaeval.json").write_text(json.dumps(out, indent=2))
+    old_file = res_dir / "reward_alpacaeval.json"
+    if old_file.exists():  # keep the P[Love] rows of earlier settings: each run costs most of an hour
+        prev = json.loads(old_file.read_text())
+        out["previous_runs"] = [*prev.get("previous_runs", []), {
+            "date": prev["date"], "args": prev["args"], "train_seconds": prev["seconds"]["train"],
+            **{k: prev["results"][-1][k] for k in ("method", "auroc", "within_model_auroc_mean", "model_spearman",
+                                                  "model_pearson")}}]
+    old_file.write_text(json.dumps(out, indent=2))
 
     import matplotlib
 
@@ -171,12 +189,20 @@ def main() -> None:
           f"{out['date']}, 2 CPU cores. Train models: {len(sides['train'])}, validation: {len(sides['validation'])}, "
           f"test: {len(sides['test'])} ({len(test):,} answers; no model on two sides). P[Love]: "
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
-          f"lr {args.learning_rate}, bf16 {args.bf16}; training {t_train / 60:.1f} min.", "",
+          f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}; training "
+          f"{t_train / 60:.1f} min.", "",
           "| method (test models) | per-answer AUROC | within-model AUROC (mean) | model Spearman | model Pearson |",
           "|---|---:|---:|---:|---:|"]
     for r in results:
         md.append(f"| {r['method']} | {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} | "
                   f"{r['model_spearman']:.3f} | {r['model_pearson']:.3f} |")
+    if out.get("previous_runs"):
+        md += ["", "Earlier P[Love] runs on the same split:", "",
+               "| date | epochs | max_length | lr | length hint | AUROC | within-model | Spearman |",
+               "|---|---:|---:|---:|---|---:|---:|---:|",
+               *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
+                 f"| {r['args'].get('length_hint', 'False')} | {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
+                 f"| {r['model_spearman']:.3f} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
            "within-model 0.89, Spearman 0.90.", "", "![per-model](reward_alpacaeval.png)"]
     (res_dir / "reward_alpacaeval.md").write_text("\n".join(md) + "\n")

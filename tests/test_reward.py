@@ -10,6 +10,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
@@ -79,6 +81,42 @@ def test_template_keeps_the_answer_tail_and_the_prompt_end(tiny_backbone):
     assert toks[sep - 1] == "question"  # the prompt was cut from the left
     assert "warm" in toks[sep:]  # the answer's head survives too (cut in the middle)
     assert enc["token_type_ids"][: sep + 1] == [0] * (sep + 1) and set(enc["token_type_ids"][sep + 1 :]) == {1}
+
+
+@given(st.lists(st.sampled_from(WORDS), min_size=0, max_size=5000))
+@settings(max_examples=40, deadline=None)
+def test_length_hint_counts_words_to_two_significant_digits(words):
+    from rluf.reward.template import length_hint_text
+
+    n = len(words)
+    text = length_hint_text(" ".join(words))
+    got = int(text.removeprefix("(").removesuffix(" words) "))
+    assert text == f"({got} words) "
+    assert got == n if n < 100 else abs(got - n) <= 0.05 * n and len(str(got).rstrip("0")) <= 2
+
+
+def test_length_hint_survives_the_cut_and_round_trips(tiny_backbone, tmp_path):
+    from transformers import AutoTokenizer
+
+    from rluf.reward.model import resolve_backbone
+
+    tok = AutoTokenizer.from_pretrained(resolve_backbone(None))  # the real MiniLM tokenizer: digits, brackets
+    t = PairTemplate.from_tokenizer(tok, max_length=32, length_hint=True)
+    answer = "the sky " * 150 + "sending love bye"
+    enc = t.encode(tok, ["tell me about the sky"], [answer])[0]
+    toks = tok.convert_ids_to_tokens(enc["input_ids"])
+    sep = toks.index("[SEP]")
+    assert len(toks) == 32 and toks[sep + 1 : sep + 5] == ["(", "300", "words", ")"]
+    assert toks[-4:] == ["sending", "love", "bye", "[SEP]"]  # the answer's tail still survives
+    assert PairTemplate.from_tokenizer(tok, max_length=32).encode(tok, ["a"], [answer])[0]["input_ids"][2] != \
+        enc["input_ids"][sep + 1]  # off by default
+    d = tmp_path
+    tr, va = write(d / "train.parquet", make_rows(64, 0)), write(d / "validation.parquet", make_rows(32, 1))
+    cfg = RewardTrainConfig(backbone=str(tiny_backbone), max_length=32, max_steps=2, batch_size=16,
+                            length_hint=True)
+    train_reward(cfg, tr, va, d / "model")
+    rm = RewardModel.load(d / "model")
+    assert rm.template.length_hint and rm.meta["template"]["length_hint"] is True
 
 
 def test_prior_correction_recovers_the_base_rate():

@@ -346,6 +346,10 @@ def reward_train(
     batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    length_hint: Annotated[bool | None, typer.Option(
+        "--length-hint/--no-length-hint",
+        help="Start each answer with '(N words)', its whole length, which truncation hides (default off: a "
+             "reward that reads length invites longer answers).")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -359,7 +363,8 @@ def reward_train(
         from rluf.reward.train import RewardTrainConfig, train_reward
 
         cfg = load_config(RewardTrainConfig, config, backbone=backbone, epochs=epochs, max_steps=max_steps,
-                          batch_size=batch_size, max_length=max_length, learning_rate=learning_rate)
+                          batch_size=batch_size, max_length=max_length, learning_rate=learning_rate,
+                          length_hint=length_hint)
         return train_reward(cfg, train, validation, out)
 
     _run(json_out, body, lambda r: _kv_table("reward train", r))

@@ -54,7 +54,7 @@ class RewardModel:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         t = meta["template"]
-        template = PairTemplate.from_tokenizer(tok, t["max_length"], t["response_share"])
+        template = PairTemplate.from_tokenizer(tok, t["max_length"], t["response_share"], t.get("length_hint", False))
         return cls(model, tok, template, meta, path)
 
     @property

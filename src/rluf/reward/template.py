@@ -11,14 +11,29 @@ Truncation to `max_length` tokens:
   cut in the middle — its first third and its last two thirds survive, so closers ("Bye! Sending love ❤️")
   are never cut;
 - the prompt gets the rest, cut from the left: the latest context stays.
+Optional length hint (`length_hint`, off by default): the response segment starts with "(N words) ", N the
+whole answer's word count (two significant digits), added after the cut so it always survives. A model that
+sees 128 tokens cannot otherwise tell a 150-word answer from a 900-word one. It is off by default because a
+reward that reads length invites a policy to lengthen its answers; use it where length is part of what is
+judged (AlpacaEval's preferences are).
 (transformers 5 has no public way to assemble a pair from pre-cut token ids, hence this small builder.)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DECODER_SEPARATOR = "\n\nAssistant: "
+
+
+def length_hint_text(response: str) -> str:
+    """'(N words) ' with N rounded to two significant digits: 7, 48, 130, 2100."""
+    n = len(response.split())
+    if n >= 100:
+        step = 10 ** (int(math.log10(n)) - 1)
+        n = int(round(n / step) * step)
+    return f"({n} words) "
 
 
 def _find(seq: list[int], sub: list[int], start: int = 0) -> int:
@@ -36,9 +51,11 @@ class PairTemplate:
     type_ids: tuple[int, int, int, int, int] | None  # prefix, prompt, middle, response, suffix
     max_length: int
     response_share: float = 0.75
+    length_hint: bool = False
 
     @classmethod
-    def from_tokenizer(cls, tok, max_length: int, response_share: float = 0.75) -> PairTemplate:
+    def from_tokenizer(cls, tok, max_length: int, response_share: float = 0.75, length_hint: bool = False
+                       ) -> PairTemplate:
         a = tok("a", add_special_tokens=False)["input_ids"]
         b = tok("b", add_special_tokens=False)["input_ids"]
         enc = tok("a", "b")
@@ -53,14 +70,14 @@ class PairTemplate:
         if tt is not None:
             tt = list(tt)
             types = (tt[0] if ia else tt[ia], tt[ia], tt[ia], tt[ib], tt[-1] if ib + len(b) < len(ids) else tt[ib])
-        return cls(ids[:ia], middle, ids[ib + len(b) :], types, max_length, response_share)
+        return cls(ids[:ia], middle, ids[ib + len(b) :], types, max_length, response_share, length_hint)
 
     @property
     def n_special(self) -> int:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
-    def cut(self, p: list[int], r: list[int]) -> tuple[list[int], list[int]]:
-        budget = max(self.max_length - self.n_special, 2)
+    def cut(self, p: list[int], r: list[int], reserved: int = 0) -> tuple[list[int], list[int]]:
+        budget = max(self.max_length - self.n_special - reserved, 2)
         r_budget = max(int(budget * self.response_share), budget - len(p))
         if len(r) > r_budget:
             head = r_budget // 3
@@ -69,8 +86,9 @@ class PairTemplate:
         p = p[len(p) - p_budget :] if p_budget > 0 else []
         return p, r
 
-    def build(self, p: list[int], r: list[int]) -> dict[str, list[int]]:
-        p, r = self.cut(p, r)
+    def build(self, p: list[int], r: list[int], hint: list[int] = ()) -> dict[str, list[int]]:
+        p, r = self.cut(p, r, reserved=len(hint))
+        r = list(hint) + r
         ids = self.prefix + p + self.middle + r + self.suffix
         out = {"input_ids": ids, "attention_mask": [1] * len(ids)}
         if self.type_ids is not None:
@@ -82,12 +100,15 @@ class PairTemplate:
     def encode(self, tok, prompts: list[str], responses: list[str]) -> list[dict[str, list[int]]]:
         ps = tok(list(prompts), add_special_tokens=False)["input_ids"]
         rs = tok(list(responses), add_special_tokens=False)["input_ids"]
-        return [self.build(p, r) for p, r in zip(ps, rs, strict=True)]
+        if not self.length_hint:
+            return [self.build(p, r) for p, r in zip(ps, rs, strict=True)]
+        hints = tok([length_hint_text(r) for r in responses], add_special_tokens=False)["input_ids"]
+        return [self.build(p, r, h) for p, r, h in zip(ps, rs, hints, strict=True)]
 
     def describe(self) -> dict:
         return {"layout": "<prefix> PROMPT <middle> RESPONSE <suffix>", "max_length": self.max_length,
                 "response_share": self.response_share, "prompt_cut": "left",
-                "response_cut": "middle (first third + last two thirds kept)",
+                "response_cut": "middle (first third + last two thirds kept)", "length_hint": self.length_hint,
                 "prefix": self.prefix, "middle": self.middle, "suffix": self.suffix}
 
 

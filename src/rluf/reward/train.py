@@ -35,6 +35,9 @@ class RewardTrainConfig(StrictModel):
     max_length: int = Field(256, ge=16)
     """Tokens per (prompt, response) input; see rluf.reward.template for how it is cut."""
     response_share: float = Field(0.75, gt=0, lt=1)
+    length_hint: bool = False
+    """Start the response with "(N words) ", the whole answer's length, which truncation otherwise hides. Off by
+    default: a reward that reads length invites longer answers (see rluf.reward.template)."""
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
@@ -199,7 +202,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         tok.pad_token = tok.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
-    template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share)
+    template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share, cfg.length_hint)
     pos_weight = 1.0
     if pairwise:
         train_ds = _Preferences(template.encode(tok, train["prompt"], train["chosen"]),
