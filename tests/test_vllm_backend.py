@@ -17,26 +17,32 @@ from tiny_models import make_tiny_policy
 
 class FakeSamplingParams:
     def __init__(self, **kw):
+        if kw.get("temperature", 1.0) < 1e-5 and kw.get("n", 1) > 1:  # as vLLM's own check does
+            raise ValueError(f"n must be 1 when using greedy sampling, got {kw['n']}.")
         self.__dict__.update(kw)
 
 
 class FakeLLM:
     instances: list[FakeLLM] = []
 
-    def __init__(self, model: str, dtype: str, seed: int):
+    def __init__(self, model: str, dtype: str, seed: int, gpu_memory_utilization: float = 0.9):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.folder, self.dtype, self.seed = Path(model), dtype, seed
+        self.folder, self.dtype, self.seed, self.gpu_share = Path(model), dtype, seed, gpu_memory_utilization
         self.model = AutoModelForCausalLM.from_pretrained(model).eval()
         self.tok = AutoTokenizer.from_pretrained(model)
         self.received: list[list[int]] = []
+        self.params: list = []
         FakeLLM.instances.append(self)
 
     def generate(self, prompts, params, use_tqdm=False):
         import torch
 
         outs = []
-        for p in prompts:
+        params = params if isinstance(params, list) else [params] * len(prompts)  # vLLM takes one or a list
+        assert len(params) == len(prompts)
+        self.params.extend(params)
+        for p, params in zip(prompts, params):
             ids = p["prompt_token_ids"]
             self.received.append(list(ids))
             with torch.no_grad():
@@ -100,8 +106,8 @@ def test_sampling_params_map_rluf_controls(fake_vllm):
 
     p = sampling_params(SamplingConfig(max_new_tokens=33, temperature=0.8, top_p=0.9, top_k=0), n=4, seed=7)
     assert (p.n, p.temperature, p.top_p, p.top_k, p.max_tokens, p.seed) == (4, 0.8, 0.9, -1, 33, 7)
-    g = sampling_params(SamplingConfig(temperature=0, top_p=0.5, top_k=20), n=1, seed=None)
-    assert (g.temperature, g.top_p, g.top_k) == (0.0, 1.0, -1)  # greedy ignores the filters
+    g = sampling_params(SamplingConfig(temperature=0, top_p=0.5, top_k=20), n=4, seed=None)
+    assert (g.n, g.temperature, g.top_p, g.top_k) == (1, 0.0, 1.0, -1)  # greedy: one answer, no filters
     assert sampling_params(SamplingConfig(top_k=20), 1, None).top_k == 20
 
 
@@ -124,6 +130,21 @@ def test_vllm_greedy_answers_equal_the_torch_path(fake_vllm, policies, which):
     assert [len(a) for a in answers] == [2, 2, 2]
     assert [a[0] for a in answers] == [a[0] for a in torch_gen.generate(PROMPTS, n=1, sampling=greedy)]
     assert vllm_gen.generate([]) == []
+
+
+def test_vllm_seeds_each_prompt_and_shares_the_gpu(fake_vllm, policies, monkeypatch):
+    from rluf.policy.generate import PolicyGenerator, SamplingConfig
+
+    monkeypatch.setenv("RLUF_VLLM_GPU_MEMORY", "0.25")
+    gen = PolicyGenerator.load(policies["base"], dtype="float32", backend="vllm")
+    llm = FakeLLM.instances[-1]
+    assert llm.gpu_share == 0.25
+    gen.generate(PROMPTS, n=3, seed=10, sampling=SamplingConfig(max_new_tokens=2, temperature=0.7))
+    # a seed applies per request in vLLM: one shared seed would give duplicate prompts identical answers
+    assert [(p.seed, p.n) for p in llm.params] == [(10, 3), (11, 3), (12, 3)]
+    monkeypatch.setenv("RLUF_VLLM_GPU_MEMORY", "1.5")
+    with pytest.raises(ValueError, match="RLUF_VLLM_GPU_MEMORY"):
+        PolicyGenerator.load(policies["base"], dtype="float32", backend="vllm")
 
 
 def test_merged_folder_is_cached(fake_vllm, policies):

@@ -76,10 +76,21 @@ def sampling_params(cfg: SamplingConfig, n: int, seed: int | None) -> Any:
     from vllm import SamplingParams
 
     greedy = cfg.temperature <= 0
-    return SamplingParams(n=n, temperature=0.0 if greedy else cfg.temperature,
+    # vLLM refuses n > 1 with greedy decoding ("n must be 1 when using greedy sampling"); greedy answers are
+    # identical anyway, so one is asked for and `VLLMGenerator.generate` repeats it.
+    return SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else cfg.temperature,
                           top_p=1.0 if greedy else cfg.top_p,
                           top_k=-1 if greedy or cfg.top_k <= 0 else cfg.top_k,  # -1 = off in vLLM
                           max_tokens=cfg.max_new_tokens, seed=seed)
+
+
+def gpu_memory_share() -> float:
+    """vLLM reserves this share of the GPU per engine (its default 0.9). Commands that hold several policies at
+    once (the A/B simulation, `rluf serve` with several arms) start one engine each: split it between them."""
+    share = float(os.environ.get("RLUF_VLLM_GPU_MEMORY", "0.9"))
+    if not 0 < share <= 1:
+        raise ValueError(f"RLUF_VLLM_GPU_MEMORY={share}: expected a share of the GPU in (0, 1]")
+    return share
 
 
 class VLLMGenerator:
@@ -98,7 +109,8 @@ class VLLMGenerator:
 
         folder = plain_folder(spec)
         kw.pop("batch_size", None)  # vLLM schedules its own batches
-        llm = LLM(model=str(folder), dtype=dtype or default_dtype(), seed=kw.pop("seed", 0))
+        llm = LLM(model=str(folder), dtype=dtype or default_dtype(), seed=kw.pop("seed", 0),
+                  gpu_memory_utilization=gpu_memory_share())
         name = kw.pop("name", None) or Path(resolve_policy(spec)).name
         return cls(llm, load_tokenizer(folder), name=name, **kw)
 
@@ -108,6 +120,9 @@ class VLLMGenerator:
             return []
         cfg = sampling or self.sampling
         ids = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_tokens)
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling_params(cfg, n, seed),
-                                    use_tqdm=progress is not None)
-        return [[c.text.strip() for c in out.outputs] for out in outputs]
+        # One SamplingParams per prompt: a seed applies per request, so a shared one would give duplicate prompts
+        # identical answers and every prompt's j-th sample the same random draws.
+        params = [sampling_params(cfg, n, None if seed is None else seed + i) for i in range(len(ids))]
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=progress is not None)
+        answers = [[c.text.strip() for c in out.outputs] for out in outputs]
+        return [a * n if len(a) == 1 else a for a in answers]  # greedy: one answer, repeated
