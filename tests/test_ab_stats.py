@@ -145,10 +145,18 @@ def test_bots_are_dropped_from_both_arms_but_counted_for_srm(sqlite_url):
     assert kept["lift"] < res["lift"]  # 60 bot loves in the control arm hide B's gain
     twoway = analyze(eng, ("A", "B"), method="twoway")
     assert twoway["bot_filter"]["A"]["users"] == 3 and twoway["arms"]["A"]["loves"] == res["arms"]["A"]["loves"]
+    # the two-way interval is computed from per-turn rows: they must lose the bots too (same point estimate)
+    assert twoway["lift"] == pytest.approx(res["lift"])
+    assert analyze(eng, ("A", "B"), method="twoway", bot_max_rate=None)["lift"] == pytest.approx(kept["lift"])
+    disliked = analyze(eng, ("A", "B"), reaction="dislike")  # heavy dislikers are the harm measured, not bots
+    assert disliked["bot_filter"]["max_rate"] is None and "off_because" in disliked["bot_filter"]
     res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--keep-bots", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["lift"] == pytest.approx(kept["lift"])
     res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--bot-max-rate", "2"])
     assert res.exit_code != 0 and "--bot-max-rate must be in (0, 1]" in res.output
+    res = CliRunner().invoke(app, ["abtest", "analyze", "--db", sqlite_url, "--arms", "A,B", "--keep-bots",
+                                   "--bot-max-rate", "0", "--json"])
+    assert res.exit_code == 0, res.output  # with the filter off its threshold is not read
 
 
 def test_cli_analyze_and_power(sqlite_url):

@@ -610,7 +610,8 @@ def abtest_analyze(
     alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
     bot_max_rate: Annotated[float, typer.Option(
         help="Drop users whose reaction rate is anomalous (above this on 10+ turns, or improbably far above it "
-             "on fewer: the labelled set's rate filter) from both arms; the SRM check still counts them.")] = 0.3,
+             "on fewer: the labelled set's rate filter) from both arms; the SRM check still counts them. Positive "
+             "reactions only (love, like): with --reaction dislike nobody is dropped.")] = 0.3,
     keep_bots: Annotated[bool, typer.Option("--keep-bots", help="No bot filter.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -626,7 +627,7 @@ def abtest_analyze(
         from rluf.store import connect
 
         names = tuple(a.strip() for a in arms.split(",") if a.strip())
-        if not 0 < bot_max_rate <= 1:
+        if not keep_bots and not 0 < bot_max_rate <= 1:
             raise ValueError(f"--bot-max-rate must be in (0, 1], got {bot_max_rate}")
         return analyze(connect(db), names, reaction, window_hours, alpha, method,
                        bot_max_rate=None if keep_bots else bot_max_rate)

@@ -251,6 +251,9 @@ def lift_interval(ra: float, va: float, rb: float, vb: float, alpha: float = 0.0
             "p_value": p}
 
 
+POSITIVE_REACTIONS = ("love", "like")
+
+
 def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "love", window_hours: float = 24.0,
             alpha: float = 0.05, method: str = "delta", expected_split: tuple[float, ...] | None = None,
             continuation_margin: float = 0.02, dislike_margin: float = 0.10, safety_margin: float = 0.10,
@@ -259,7 +262,7 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
     than `continuation_margin`, dislikes and safety violations may not rise more than their margin (the CI
     bound must clear the margin for `non_inferior`).
 
-    Bot filter (`bot_max_rate`, None = off): users whose `reaction` rate is anomalous by the labelled set's rate
+    Bot filter (`bot_max_rate`, None = off; positive reactions only): users whose `reaction` rate is anomalous by the labelled set's rate
     filter (`rate_anomalous`: above this rate on 10+ turns, or improbably far above it on fewer) are dropped
     from both arms before any statistic but the sample-ratio check, which tests the assignment itself. A
     handful of accounts that heart everything otherwise decide the lift: in a demo A/B test (reference vs cgpo,
@@ -278,7 +281,11 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
         data = load_arms(engine, arms, reaction, window_hours)
     n_users = np.array([len(data[arms[0]].users), len(data[arms[1]].users)], dtype=float)  # assignment, for SRM
     bots = {arm: np.zeros(len(d.users), bool) for arm, d in data.items()}
-    if bot_max_rate is not None:
+    if bot_max_rate is not None and reaction not in POSITIVE_REACTIONS:
+        # Users who dislike a third of the answers are the harm a dislike analysis measures, not bots.
+        bot_filter = {"max_rate": None, "off_because": f"the filter flags heavy positive reactors; {reaction!r} "
+                                                       "is not one"}
+    elif bot_max_rate is not None:
         from rluf.data.labels import rate_anomalous
 
         bots = {arm: rate_anomalous(d.turns, d.loves, bot_max_rate) for arm, d in data.items()}
