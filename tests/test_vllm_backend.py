@@ -39,10 +39,10 @@ class FakeLLM:
         import torch
 
         outs = []
-        params = params if isinstance(params, list) else [params] * len(prompts)  # vLLM takes one or a list
-        assert len(params) == len(prompts)
-        self.params.extend(params)
-        for p, params in zip(prompts, params):
+        per_prompt = params if isinstance(params, list) else [params] * len(prompts)  # vLLM takes one or a list
+        assert len(per_prompt) == len(prompts)
+        self.params.extend(per_prompt)
+        for p, params in zip(prompts, per_prompt, strict=True):
             ids = p["prompt_token_ids"]
             self.received.append(list(ids))
             with torch.no_grad():

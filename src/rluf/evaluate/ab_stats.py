@@ -262,9 +262,10 @@ def analyze(engine: Any, arms: tuple[str, str] = ("A", "B"), reaction: str = "lo
     than `continuation_margin`, dislikes and safety violations may not rise more than their margin (the CI
     bound must clear the margin for `non_inferior`).
 
-    Bot filter (`bot_max_rate`, None = off; positive reactions only): users whose `reaction` rate is anomalous by the labelled set's rate
-    filter (`rate_anomalous`: above this rate on 10+ turns, or improbably far above it on fewer) are dropped
-    from both arms before any statistic but the sample-ratio check, which tests the assignment itself. A
+    Bot filter (`bot_max_rate`, None = off; positive reactions only): users whose `reaction` rate is anomalous
+    by the labelled set's rate filter (`rate_anomalous`: above this rate on 10+ turns, or improbably far above
+    it on fewer) are dropped from both arms before any statistic but the sample-ratio check, which tests the
+    assignment itself. A
     handful of accounts that heart everything otherwise decide the lift: in a demo A/B test (reference vs cgpo,
     745 users) the 6 users this filter flags made 46 of the 122 loves, 32 of them in the control arm. The
     threshold sits far above human love rates (~2 % per impression), so a treatment that really pleases people
