@@ -409,3 +409,36 @@ def test_fresh_run_in_a_used_folder_and_eval_every(tiny, tmp_path):
 
     assert rows(out / "train_log.csv") == rows(tmp_path / "plain" / "train_log.csv")
     assert plain["final_eval"] == res["final_eval"]
+
+
+def test_sliding_window_models_decode_like_plain_generate(tmp_path):
+    """A sliding-window model decodes as generate() while prompt + answer fit in its window (dynamic cache, not
+    the static copy), and is refused with a clear error beyond it rather than crashing inside torch.cat."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from rluf.policy.generate import SamplingConfig, encode_prompts, sample
+    from rluf.policy.model import load_tokenizer
+    from tiny_models import make_tiny_policy
+
+    tok = load_tokenizer(make_tiny_policy(tmp_path / "p"))
+    ids = encode_prompts(tok, ["hello", "tell me about the sky and the water please"])
+    greedy = SamplingConfig(max_new_tokens=8, temperature=0)
+
+    def model(window: int):
+        torch.manual_seed(0)
+        return MistralForCausalLM(MistralConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, sliding_window=window, bos_token_id=1, eos_token_id=2, pad_token_id=2)).eval()
+
+    m = model(64)
+    s = sample(m, tok, ids, 2, greedy, batch_size=4)
+    for i, p in enumerate(ids):
+        with torch.no_grad():
+            out = m.generate(input_ids=torch.tensor([p]), max_new_tokens=8, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        plain = out[0, len(p):].tolist()
+        want = plain[:plain.index(2) + 1] if 2 in plain else plain
+        for k in range(2):
+            assert s.completion_ids[2 * i + k][s.completion_mask[2 * i + k].bool()].tolist() == want
+    with pytest.raises(ValueError, match="sliding-window attention \\(window 6 tokens\\)"):
+        sample(model(6), tok, ids, 2, greedy)

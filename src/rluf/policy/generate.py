@@ -80,6 +80,17 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     return ids, mask
 
 
+def check_window(model: Any, length: int) -> None:
+    """The shared-prefill cache is built for full attention. A sliding-window layer keeps only its last
+    window-1 positions, so a sequence longer than the window would not line up with the left-padded mask:
+    refuse it clearly instead of failing deep inside torch.cat (no default model has a window that short)."""
+    window = getattr(getattr(model, "config", None), "sliding_window", None)
+    if isinstance(window, int) and length > window:
+        raise ValueError(f"this policy uses sliding-window attention (window {window} tokens) and a prompt plus its "
+                         f"answer reaches {length} tokens: rluf's sampling and log-prob passes need full attention "
+                         "over the whole sequence; shorten max_prompt_tokens / max_new_tokens below the window")
+
+
 def prefill(model: Any, prefixes: list[list[int]], rows: list[int] | None = None, device: Any = None
             ) -> tuple[Any, Any]:
     """Run each distinct prefix through `model` once, on its own, and return a left-padded key/value cache
@@ -201,7 +212,9 @@ def decode(model: Any, last: Any, mask: Any, cache: Any, cfg: SamplingConfig, eo
 
     config = getattr(model, "config", None)
     cache = cache if cache is not None else DynamicCache(config=config)
-    if config is not None:
+    # Sliding-window models (within their window: `check_window`) keep the dynamic cache, whose layers
+    # StaticCache would lay out differently.
+    if config is not None and all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
         cache = static_copy(cache, config, mask.shape[1] + cfg.max_new_tokens)
     eos_t = torch.tensor(eos, device=last.device)
     pos = mask.sum(1, keepdim=True) - 1
@@ -231,6 +244,7 @@ def sample(model: Any, tok: Any, prompt_ids: list[list[int]], n: int = 1, cfg: S
         torch.manual_seed(seed)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = eos_token_ids(model, tok)
+    check_window(model, max(map(len, prompt_ids), default=0) + cfg.max_new_tokens)
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     per_batch = max(1, batch_size // n)  # batch_size counts sequences, not prompts
     batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]

@@ -73,8 +73,9 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     """
     import torch
 
-    from rluf.policy.generate import prefill
+    from rluf.policy.generate import check_window, prefill
 
+    check_window(model, max(len(p) + len(a) for p, a in zip(prompt_ids, answer_ids, strict=True)))
     distinct: dict[tuple[int, ...], int] = {}
     rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids]
     device = next(model.parameters()).device
