@@ -54,29 +54,36 @@ def why(r: dict, checks: list[tuple[str, str, bool]]) -> list[str]:
         se_need = np.log(1.28) / (stats.norm.ppf(0.995) + stats.norm.ppf(0.8))
         users = cg["arms"]["cgpo"]["users"]
         spread = np.ptp([arms[a]["offline_p_love"] for a in PAPER_ARMS])
-        out.append(
-            f"- **Lift.** The cgpo interval's standard error on the log scale is {se:.3f}; detecting +28 % at "
-            f"p < 0.01 with 80 % power needs {se_need:.3f}, a variance {(se / se_need) ** 2:.0f}× smaller: by "
-            f"an estimate that assumes variance falls as 1/n, {(se / se_need) ** 2:.0f}× this run's traffic "
-            f"({users} human users in the cgpo arm) together with as many more distinct answers (the arms answer "
-            "from a fixed bank per prompt, and the two-way interval clusters by answer, so more users alone do "
-            f"not shrink it). And the effect must be there: after {steps} CPU steps the arms' offline P[Love] "
-            f"differ by {spread:.5f} at most. What would reach it: a P[Love] that ranks answers well, hundreds "
-            "of policy steps, and an A/B test sized by `rluf abtest power`.")
+        if se > se_need:
+            out.append(
+                f"- **Lift.** The cgpo interval's standard error on the log scale is {se:.3f}; detecting +28 % at "
+                f"p < 0.01 with 80 % power needs {se_need:.3f}, a variance {(se / se_need) ** 2:.1f}× smaller: by "
+                f"an estimate that assumes variance falls as 1/n, {(se / se_need) ** 2:.1f}× this run's traffic "
+                f"({users} human users in the cgpo arm) together with as many more distinct answers (the arms "
+                "answer from a fixed bank per prompt, and the two-way interval clusters by answer, so more users "
+                f"alone do not shrink it). And the effect must be there: after {steps} CPU steps the arms' offline "
+                f"P[Love] differ by {spread:.5f} at most. What would reach it: a P[Love] that ranks answers well, "
+                "hundreds of policy steps, and an A/B test sized by `rluf abtest power`.")
+        else:
+            out.append(
+                f"- **Lift.** The traffic sufficed (log-scale standard error {se:.3f}, {se_need:.3f} needed for "
+                f"+28 % at p < 0.01 with 80 % power); the policy did not move enough: measured "
+                f"{cg['lift']:+.1%}, and after {steps} CPU steps the arms' offline P[Love] differ by {spread:.5f} "
+                "at most. What would reach it: a P[Love] that ranks answers well and many more policy steps.")
     if not met["aggressive arm's hack flagged by the audit"]:
         ag, ref = arms["aggressive"], arms["reference"]
-        rose = ag["signoff_rate_offline"] > ref["signoff_rate_offline"] + 0.005
+        so = r["audits"]["aggressive"]["signoff_rate"]  # on the chat prompts the audit compares
+        rose = so["policy"] > so["reference"] + 0.005
         out.append(
-            f"- **Audit.** The aggressive arm's sign-off rate rose ({ag['signoff_rate_offline']:.3f} vs "
-            f"{ref['signoff_rate_offline']:.3f} offline) but the audit's sign-off rule (+0.5 points at "
-            "p < 0.01) did not fire on the evaluation prompts' answers: too few answers for that p-value."
-            if rose else
-            f"- **Audit.** The aggressive arm did not learn the hack in {steps} steps: its sign-off rate is "
-            f"{ag['signoff_rate_offline']:.3f} offline and {ag['signoff_rate']:.4f} online, against "
-            f"{ref['signoff_rate_offline']:.3f} and {ref['signoff_rate']:.4f} for the reference, so there is "
-            "nothing to flag; the audit's tests inject a sign-off hack and require it to be flagged. What would "
-            "reach it: enough steps at P[Love] weight 0.3 for closers to pay off — the simulator does reward them "
-            f"(the style_bait arm: {arms['style_bait']['love_lift']:+.1%}, p = {arms['style_bait']['p_value']:.2g}).")
+            f"- **Audit.** The aggressive arm's sign-off rate on the audited chat answers rose "
+            f"({so['reference']:.3f} → {so['policy']:.3f}) but not significantly (Fisher p = {so['p_value']:.2g}, "
+            "the rule needs p < 0.01): too few audited answers for that rise." if rose else
+            f"- **Audit.** The aggressive arm did not learn the hack in {steps} steps: its sign-off rate on the "
+            f"audited chat answers is {so['policy']:.3f} against {so['reference']:.3f} for the reference (online "
+            f"{ag['signoff_rate']:.4f} vs {ref['signoff_rate']:.4f}), so there is nothing to flag; the audit's "
+            "tests inject a sign-off hack and require it to be flagged. What would reach it: enough steps at "
+            "P[Love] weight 0.3 for closers to pay off — the simulator does reward them (the style_bait arm: "
+            f"{arms['style_bait']['love_lift']:+.1%}, p = {arms['style_bait']['p_value']:.2g}).")
     if not met["offline-online Spearman ≥ 0.9"]:
         love = r["rewards"]["love"]["validation"]
         off = [v["offline_p_love"] for v in r["offline_online"]["policies"].values()]
