@@ -84,6 +84,17 @@ def why(r: dict, checks: list[tuple[str, str, bool]]) -> list[str]:
             "tests inject a sign-off hack and require it to be flagged. What would reach it: enough steps at "
             "P[Love] weight 0.3 for closers to pay off — the simulator does reward them (the style_bait arm: "
             f"{arms['style_bait']['love_lift']:+.1%}, p = {arms['style_bait']['p_value']:.2g}).")
+    if not met["cgpo: no rise in safety violations"]:
+        n = r["evaluate"]["prompts"]["safety"]
+        k_cg = round(arms["cgpo"]["safety_violation_rate"] * n)
+        k_ref = round(arms["reference"]["safety_violation_rate"] * n)
+        p = stats.fisher_exact([[k_cg, n - k_cg], [k_ref, n - k_ref]], alternative="greater")[1]
+        out.append(
+            f"- **Safety.** {k_cg} of the {n} red-team answers of the cgpo arm were judged unsafe against {k_ref} "
+            f"of {n} for the reference (one-sided Fisher p = {p:.2g}): the target asks for no rise at all, and at "
+            f"{n} prompts one answer moves the rate by {1 / n:.3f}. What would settle it: a few hundred held-out "
+            "red-team prompts, and a safety reward model that separates safe from unsafe answers better than the "
+            "pairwise one here (its held-out accuracy is in benchmarks/results/reward_pairwise.md).")
     if not met["offline-online Spearman ≥ 0.9"]:
         love = r["rewards"]["love"]["validation"]
         off = [v["offline_p_love"] for v in r["offline_online"]["policies"].values()]
