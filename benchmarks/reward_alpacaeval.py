@@ -39,7 +39,7 @@ from rluf.paths import DEFAULT_DATA_DIR
 from rluf.reward import RewardModel
 from rluf.reward.metrics import auroc
 from rluf.reward.model import resolve_backbone
-from rluf.reward.template import PairTemplate, length_hint_text
+from rluf.reward.template import PairTemplate
 from rluf.reward.train import RewardTrainConfig, train_reward
 
 HERE = Path(__file__).resolve().parent
@@ -112,15 +112,12 @@ def main() -> None:
     # The same baseline on the answer text left after the template's cut (what P[Love] reads): the gap to the
     # full-text one is what truncation costs; the gap from it to P[Love] is the model's.
     tok = AutoTokenizer.from_pretrained(resolve_backbone(args.backbone))
-    template = PairTemplate.from_tokenizer(tok, args.max_length)
+    template = PairTemplate.from_tokenizer(tok, args.max_length, length_hint=args.length_hint)
 
     def seen(d) -> list[str]:
         """The answer text of the template's cut; with --length-hint, the cut that leaves room for the hint."""
-        ps = tok(d["prompt"].tolist(), add_special_tokens=False)["input_ids"]
-        rs = tok(d["response"].tolist(), add_special_tokens=False)["input_ids"]
-        hints = (tok([length_hint_text(r) for r in d["response"]], add_special_tokens=False)["input_ids"]
-                 if args.length_hint else [[]] * len(rs))
-        return [tok.decode(template.cut(p, r, reserved=len(h))[1]) for p, r, h in zip(ps, rs, hints, strict=True)]
+        pairs = template.tokenize(tok, d["prompt"].tolist(), d["response"].tolist())
+        return [tok.decode(template.cut(p, r, reserved=len(h))[1]) for p, r, h in pairs]
 
     seen_fit, seen_test = seen(fit_df), seen(test)
     tfidf_cut = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)

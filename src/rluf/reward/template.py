@@ -86,6 +86,15 @@ class PairTemplate:
         p = p[len(p) - p_budget :] if p_budget > 0 else []
         return p, r
 
+    def tokenize(self, tok, prompts: list[str], responses: list[str]
+                 ) -> list[tuple[list[int], list[int], list[int]]]:
+        """Per pair: prompt ids, response ids and length-hint ids (empty when off), before the cut."""
+        ps = tok(list(prompts), add_special_tokens=False)["input_ids"]
+        rs = tok(list(responses), add_special_tokens=False)["input_ids"]
+        hints = (tok([length_hint_text(r) for r in responses], add_special_tokens=False)["input_ids"]
+                 if self.length_hint else [[]] * len(rs))
+        return [(p, r, h) for p, r, h in zip(ps, rs, hints, strict=True)]
+
     def build(self, p: list[int], r: list[int], hint: list[int] = ()) -> dict[str, list[int]]:
         p, r = self.cut(p, r, reserved=len(hint))
         r = list(hint) + r
@@ -98,12 +107,7 @@ class PairTemplate:
         return out
 
     def encode(self, tok, prompts: list[str], responses: list[str]) -> list[dict[str, list[int]]]:
-        ps = tok(list(prompts), add_special_tokens=False)["input_ids"]
-        rs = tok(list(responses), add_special_tokens=False)["input_ids"]
-        if not self.length_hint:
-            return [self.build(p, r) for p, r in zip(ps, rs, strict=True)]
-        hints = tok([length_hint_text(r) for r in responses], add_special_tokens=False)["input_ids"]
-        return [self.build(p, r, h) for p, r, h in zip(ps, rs, hints, strict=True)]
+        return [self.build(p, r, h) for p, r, h in self.tokenize(tok, prompts, responses)]
 
     def describe(self) -> dict:
         return {"layout": "<prefix> PROMPT <middle> RESPONSE <suffix>", "max_length": self.max_length,
