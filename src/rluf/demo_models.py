@@ -58,8 +58,9 @@ def builtin_pairs(kind: str, seed: int = 0) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int = 60, seed: int = 0
-                       ) -> dict[str, Any]:
+def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int = 60, seed: int = 0,
+                       love_steps: int | None = None) -> dict[str, Any]:
+    """P[Love] for `love_steps` (default: `steps`), each pairwise model for `steps`."""
     from rluf.paths import data_dir_available
     from rluf.reward.pairs import alpacaeval_pairs, hh_pairs
     from rluf.reward.train import RewardTrainConfig, train_reward
@@ -69,7 +70,8 @@ def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int 
     res: dict[str, Any] = {}
     common = {"seed": seed, "warmup_ratio": 0.0, "learning_rate": 1e-4}
     stderr.print(f"  love: P[Love] on {dataset_dir}")
-    res["love"] = train_reward(RewardTrainConfig(max_length=96, max_steps=steps, batch_size=32, **common),
+    res["love"] = train_reward(RewardTrainConfig(max_length=96, max_steps=love_steps or steps, batch_size=32,
+                                                 **common),
                                dataset_dir / "train.parquet", dataset_dir / "validation.parquet", out / "love")
     for kind in ("helpfulness", "safety"):
         if real:
