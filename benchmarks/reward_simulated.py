@@ -5,6 +5,7 @@ backbone (all-MiniLM-L6-v2) → evaluate on the later test days. In the same run
 same test labels (the simulator's true p_love: the best any model can do) and a length-only baseline.
 
     python benchmarks/reward_simulated.py                 # 3000 users × 7 days, 1 epoch
+    python benchmarks/reward_simulated.py --max-steps 300 # what was committed (2026-12-01)
     python benchmarks/reward_simulated.py --users 500 --max-steps 20   # a quick look
 
 Writes benchmarks/results/reward_simulated.{json,md} and the model's report under benchmarks/work/.
@@ -101,7 +102,7 @@ def main() -> None:
              "length_vs_content_pearson": float(pearsonr(np.log(lengths[kept] + 1), content_oracle[kept])[0]),
              "rows": int(kept.sum()),
              "per_segment_pearson": {s: float(pearsonr(logit[segments == s], content_oracle[segments == s])[0])
-                                     for s in sorted(set(segments)) if (segments == s).sum() > 30}}
+                                     for s in sorted(set(segments) - {"bot"}) if (segments == s).sum() > 30}}
     result = {
         "benchmark": "reward_simulated",
         "date": time.strftime("%Y-%m-%d"),
