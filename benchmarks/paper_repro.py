@@ -111,19 +111,26 @@ def why(r: dict, checks: list[tuple[str, str, bool]]) -> list[str]:
                                                                                  for a in model):
             exp = vs["expected_love_rate"]
             below = [a for a in style if exp[a] < exp["reference"]]
+            mixed = "policy_log" in r["simulate"]
             shift = (
-                "P[Love] is trained on the style responder's log, while the trained arms and the reference are "
-                "SmolLM2: it scores every style arm above every SmolLM2 arm, "
+                ("P[Love]'s log is mostly the style responder's (a smaller part answered by the reference policy), "
+                 if mixed else "P[Love] is trained on the style responder's log, ")
+                + "while the trained arms and the reference are SmolLM2: it scores every style arm above every "
+                "SmolLM2 arm, "
                 + (f"though the simulator expects {', '.join(below)} below the reference. " if below else ". ")
-                + "Part of the miss is that distribution shift; a log answered partly by the reference policy "
-                "itself (`--responder policy:...`, as production logs are) could remove that shift (not tried yet). ")
+                + ("Part of the miss is that distribution shift, which the reference policy's share of the log did "
+                   "not remove. " if mixed else
+                   "Part of the miss is that distribution shift; a log answered partly by the reference policy "
+                   "itself (`rluf demo --policy-log-users`, as production logs are) could remove it. "))
         out.append(
             f"- **Offline vs online.** The online ranking is not what fails: against the simulator's own expected "
             f"love rate per arm (its mean p_love over the arm's human turns, no Bernoulli draw) the observed "
             f"online rates have Spearman {vs['online_spearman']:.2f}, the offline P[Love] "
             f"{vs['offline_spearman']:.2f}. The evaluator is: this run's P[Love] reaches validation AUROC "
             f"{love['auroc']:.2f} ({love['positives']} validation positives; the labelled set holds "
-            f"{r['card']['positives']} hearts of {r['simulate']['users']} users); across the {len(off)} policies "
+            f"{r['card']['positives']} hearts of "
+            f"{r['simulate']['users'] + r['simulate'].get('policy_log', {}).get('users', 0)} users); across the "
+            f"{len(off)} policies "
             f"its scores span {min(off):.4f}–{max(off):.4f} while their online love rates span "
             f"{min(on):.4f}–{max(on):.4f}. "
             + (f"benchmarks/reward_simulated.py ({sim['date']}, {sim['args']['users']} users, "

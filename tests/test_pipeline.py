@@ -87,7 +87,8 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_demo_runs_the_data_path(tmp_path):
-    res = run_json("demo", "--out", tmp_path / "demo", "--users", 200, "--days", 3, "--stop-after", "dataset")
+    res = run_json("demo", "--out", tmp_path / "demo", "--users", 200, "--days", 3, "--stop-after", "dataset",
+                   "--policy-log-users", 0)  # the second deployment needs SmolLM2: the demo's own run covers it
     assert res["ingest"]["quarantined"] == 0
     assert res["card"]["signal"] == "love"
     assert (tmp_path / "demo" / "dataset" / "train.parquet").exists()

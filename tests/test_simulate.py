@@ -153,3 +153,27 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="supported: 'style'"):
         make_responder("gpt-9")
     assert json.dumps(SimulateConfig().model_dump(mode="json"))
+
+
+def test_id_prefix_lets_two_deployments_share_one_store(tmp_path, sim):
+    """Two logs (say the style responder's and the reference policy's) ingest into one store: the prefixed
+    log's ids do not collide with the first one's, every row lands, and re-ingesting changes nothing."""
+    from rluf.store import connect
+    from rluf.store.ingest import ingest
+
+    out, _ = sim
+    run_simulation(SimulateConfig(seed=7, id_prefix="p", **SMALL), tmp_path / "p")
+    a, b = lines(out / "interactions.jsonl"), lines(tmp_path / "p" / "interactions.jsonl")
+    assert all(r["user_id"].startswith("pu") and r["response_id"].startswith("pr")
+               and r["conversation_id"].startswith("pc") for r in b)
+    assert [r["response"] for r in a] == [r["response"] for r in b]  # the prefix changes ids only
+    files = [d / f for d in (out, tmp_path / "p") for f in ("interactions.jsonl", "reactions.jsonl")]
+    engine = connect(f"sqlite:///{tmp_path}/both.db")
+    first = ingest(engine, files)
+    n_reactions = sum(len(lines(d / "reactions.jsonl")) for d in (out, tmp_path / "p"))
+    assert first["quarantined"] == 0 and first["duplicates"] == 0
+    assert first["accepted"] == len(a) + len(b) + n_reactions
+    again = ingest(engine, files)
+    assert again["accepted"] == 0 and again["duplicates"] == first["accepted"]
+    with pytest.raises(ValueError, match="id_prefix"):
+        SimulateConfig(id_prefix="p/x")

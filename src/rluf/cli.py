@@ -796,6 +796,9 @@ def demo(
     full: Annotated[bool, typer.Option("--full", help="The paper-reproduction budget (longer training, larger "
                                        "A/B) instead of the 15-minute profile.")] = False,
     stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: dataset.")] = None,
+    policy_log_users: Annotated[int | None, typer.Option(
+        min=0, help="Users of the second simulated deployment, answered by the reference policy (SmolLM2) so "
+        "that P[Love] sees its answers; 0 = none (default: the profile's).")] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -807,7 +810,8 @@ def demo(
     from rluf.demo import run_demo
 
     _run(json_out, lambda: run_demo(out, users=users, days=days, seed=seed, data_dir=data_dir,
-                                    profile="full" if full else "quick", stop_after=stop_after), _print_demo)
+                                    profile="full" if full else "quick", stop_after=stop_after,
+                                    policy_log_users=policy_log_users), _print_demo)
 
 
 def _print_demo(res: dict[str, Any]) -> None:

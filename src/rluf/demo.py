@@ -1,7 +1,8 @@
 """`rluf demo`: the whole loop on embedded defaults, top to bottom, on 2 CPU cores.
 
-    1 simulate    a week of users chatting (the style responder varies warmth, closers, length, topic, so
-                  the log carries a learnable signal; a 135M model cannot write a week of traffic in time)
+    1 simulate    a week of users chatting, two deployments: the style responder (varies warmth, closers,
+                  length, topic, so the log carries a learnable signal) and the reference policy itself on a
+                  bounded prompt bank (a 135M model cannot write a whole week of distinct answers in time)
     2 ingest      into a SQLite store
     3 dataset     the labelled set for `love` (positives upsampled to 10 %, corrected back later)
     4 rewards     P[Love] on it; helpfulness (AlpacaEval) and safety (HH) pairwise models
@@ -40,11 +41,19 @@ PROFILES = {
     # to 0.90; a 10× larger log then added little to the first (0.37), gave 0.95 for the second and 10× the
     # validation positives. The full profile takes 300 steps and a 5× log (a 10× log's validation passes alone
     # cost ~6 min).
+    # policy_log_*: a second deployment answered by the reference policy (users, prompts per segment, answers
+    # per prompt). Without it P[Love] only ever saw the style responder's answers and, in the 2026-12-01
+    # paper_repro run, scored every SmolLM2 arm below every style arm although the simulated users loved the
+    # SmolLM2 arms more (offline-vs-expected Spearman 0.11): a distribution shift, not noise. The quick profile
+    # leaves it out: on 2026-12-01 it cost 3.4 of the quick demo's minutes (generating 192 answers), and a
+    # 40-step P[Love] learns too little from it to pay for them.
     "quick": {"users": 3000, "days": 7, "reward_steps": 40, "love_steps": 40, "policy_steps": 6,
+              "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
               "eval_chat": 32, "eval_safety": 16,
               "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 16, "ab_samples": 2,
               "policies": {"cgpo": "moderate"}},
     "full": {"users": 15000, "days": 7, "reward_steps": 100, "love_steps": 300, "policy_steps": 12,
+             "policy_log_users": 7500, "policy_log_prompts_per_segment": 48, "policy_log_samples": 3,
              "eval_chat": 48, "eval_safety": 24,
              "ab_users": 6000, "ab_days": 4, "ab_prompts_per_segment": 24, "ab_samples": 3,
              "policies": {"moderate": "moderate", "aggressive": "aggressive", "cgpo": "cgpo_cpu"}},
@@ -87,7 +96,8 @@ def style_answers(spec: str, prompts: list[str], task: list[str], seed: int) -> 
 
 
 def run_demo(out: Path, users: int | None = None, days: int | None = None, seed: int = 0,
-             data_dir: Path | None = None, profile: str = "quick", stop_after: str | None = None) -> dict[str, Any]:
+             data_dir: Path | None = None, profile: str = "quick", stop_after: str | None = None,
+             policy_log_users: int | None = None) -> dict[str, Any]:
     from rluf.data import DatasetConfig, build_dataset
     from rluf.paths import DEFAULT_DATA_DIR, data_dir_available
     from rluf.simulate import SimulateConfig, run_simulation
@@ -99,6 +109,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     P = dict(PROFILES[profile])
     P["users"] = users or P["users"]
     P["days"] = days or P["days"]
+    P["policy_log_users"] = P["policy_log_users"] if policy_log_users is None else policy_log_users
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,13 +126,24 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     _stage(1, n, f"simulate {P['users']} users × {P['days']} days")
     sim = run_simulation(SimulateConfig(users=P["users"], days=P["days"], seed=seed, data_dir=data_dir),
                          out / "sim")
+    logs = [out / "sim"]
+    if P["policy_log_users"]:
+        stderr.print(f"  and {P['policy_log_users']} users answered by the reference policy "
+                     f"({P['policy_log_prompts_per_segment']} prompts per segment × {P['policy_log_samples']} answers)")
+        sim["policy_log"] = run_simulation(SimulateConfig(
+            users=P["policy_log_users"], days=P["days"], seed=seed + 2, data_dir=data_dir, id_prefix="p",
+            responder="policy:default", prompts_per_segment=P["policy_log_prompts_per_segment"],
+            responder_samples=P["policy_log_samples"]), out / "sim_policy")
+        with (out / "sim_policy" / "interactions.jsonl").open(encoding="utf-8") as f:
+            sim["policy_log"]["distinct_answers"] = len({json.loads(x)["response"] for x in f})
+        logs.append(out / "sim_policy")
     lap("simulate", t)
 
     t = time.perf_counter()
     _stage(2, n, "ingest into the store")
     db_url = f"sqlite:///{out / 'rluf.db'}"
     engine = connect(db_url)
-    ing = ingest(engine, [out / "sim" / "interactions.jsonl", out / "sim" / "reactions.jsonl"])
+    ing = ingest(engine, [d / f for d in logs for f in ("interactions.jsonl", "reactions.jsonl")])
     lap("ingest", t)
 
     t = time.perf_counter()
@@ -260,6 +282,17 @@ def offline_online(offline: dict[str, float], online: dict[str, float]) -> dict[
             "pearson": float(pearsonr(x, y)[0]), "spearman": float(spearmanr(x, y)[0]), "n_policies": len(names)}
 
 
+def _log_line(r: dict[str, Any]) -> str:
+    sim, card = r["simulate"], r["card"]
+    text = (f"P[Love]'s log: {sim['users']} simulated users over {sim['days']} days answered by the style "
+            f"responder ({sim['turns']} turns)")
+    if "policy_log" in sim:
+        pl = sim["policy_log"]
+        text += (f", and {pl['users']} more answered by the reference policy itself ({pl['turns']} turns, from a "
+                 f"bank of {pl['distinct_answers']} distinct answers)")
+    return text + f"; the labelled set holds {card.get('positives', '?')} hearts."
+
+
 def write_report(r: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -283,6 +316,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         "# rluf demo report", "",
         f"Profile `{r['profile']}`, {r['elapsed_s'] / 60:.1f} min on this machine. Everything below was measured "
         "in this run.", "",
+        _log_line(r), "",
         "## A/B test (simulated users, randomised by user)", "",
         f"CGPO policy vs reference (SmolLM2-135M-Instruct): love lift **{ab['lift']:+.1%}** per impression, "
         f"95 % CI ({ab['ci_low']:+.1%}, {ab['ci_high']:+.1%}), p = {ab['p_value']:.3g}; sample-ratio check "

@@ -29,6 +29,9 @@ class SimulateConfig(StrictModel):
     """Keep only this many prompts per segment (a seeded sample): bounds a policy responder's generation."""
     policy_name: str | None = None
     """Value of the log's `policy` field (default: the responder's name)."""
+    id_prefix: str = Field("", pattern=r"^[A-Za-z0-9_-]*$", max_length=16)
+    """Prefix of user, conversation and response ids, so that logs of several simulated deployments (say, one
+    per responder) can be ingested into one store without their ids colliding."""
     data_dir: Path | None = None
     """Folder with alpacaeval/ and hh_rlhf/ (default ../shared/data); without it, built-in prompts."""
     start: str = "2026-11-01T00:00:00Z"

@@ -133,8 +133,8 @@ class _Traffic:
             for _ in range(1 + rng.poisson(max(cfg.conversations_per_day - 1, 0))):
                 seg = str(pop.segment[u])
                 self.n_convs += 1
-                convs.append({"user": int(u), "segment": seg, "id": f"c{self.n_convs:07d}", "messages": [],
-                              "t": self.start_ms + d * DAY_MS + int(rng.integers(0, DAY_MS))})
+                convs.append({"user": int(u), "segment": seg, "id": f"{cfg.id_prefix}c{self.n_convs:07d}",
+                              "messages": [], "t": self.start_ms + d * DAY_MS + int(rng.integers(0, DAY_MS))})
         turns: list[dict] = []
         open_convs = convs
         for turn_index in range(cfg.max_turns):
@@ -144,7 +144,7 @@ class _Traffic:
             segments = [c["segment"] for c in open_convs]
             arms: list[str | None] = [None] * len(open_convs)
             if hasattr(self.responder, "respond_users"):  # an A/B router: each user's arm answers
-                users = [f"u{c['user']:06d}" for c in open_convs]
+                users = [f"{cfg.id_prefix}u{c['user']:06d}" for c in open_convs]
                 answers, arms = self.responder.respond_users(users, list(prompts), segments, list(harmful), rng)
             else:
                 answers = self.responder.respond(list(prompts), segments, list(harmful), rng)
@@ -154,7 +154,8 @@ class _Traffic:
                 f = self.scorer(prompt, answer, is_harmful)
                 self.n_turns += 1
                 turns.append({
-                    "response_id": f"r{self.n_turns:08d}", "conversation_id": c["id"], "user_id": f"u{c['user']:06d}",
+                    "response_id": f"{cfg.id_prefix}r{self.n_turns:08d}", "conversation_id": c["id"],
+                    "user_id": f"{cfg.id_prefix}u{c['user']:06d}",
                     "turn_index": turn_index, "created_ms": c["t"], "prompt": prompt, "messages": c["messages"],
                     "response": answer, "_user": c["user"], "_segment": c["segment"], "_features": f,
                     "_content": content_logit(c["segment"], f), "_p_continue": continue_prob(c["segment"], f),
