@@ -217,6 +217,9 @@ def simulate(
         help="Who answers: style (fast template responder) or policy:DIR (a real model; policy:default = SmolLM2)."
     )] = None,
     love_rate: Annotated[float | None, typer.Option(help="Target love reactions per shown turn.")] = None,
+    id_prefix: Annotated[str | None, typer.Option(
+        help="Prefix of user/conversation/response ids, to merge several simulated deployments in one store."
+    )] = None,
     responses: Annotated[
         Path | None,
         typer.Option("--responses", help="React to this JSONL/Parquet of (prompt, response, policy) rows "
@@ -235,7 +238,7 @@ def simulate(
 
     def body():
         cfg = load_config(SimulateConfig, config, users=users, days=days, seed=seed, responder=responder,
-                          love_rate=love_rate, data_dir=data_dir)
+                          love_rate=love_rate, id_prefix=id_prefix, data_dir=data_dir)
         if responses is not None:
             if not responses.is_file():
                 raise FileNotFoundError(f"--responses {responses}: no such file")
