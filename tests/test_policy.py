@@ -409,6 +409,10 @@ def test_fresh_run_in_a_used_folder_and_eval_every(tiny, tmp_path):
 
     assert rows(out / "train_log.csv") == rows(tmp_path / "plain" / "train_log.csv")
     assert plain["final_eval"] == res["final_eval"]
+    # eval_samples: several answers per held-out prompt, and training still samples what it sampled
+    many = train_policy(c.model_copy(update={"save_steps": 0, "eval_samples": 3}), tmp_path / "many", progress=False)
+    assert plain["final_eval"]["t_crpg"]["answers"] == 2 and many["final_eval"]["t_crpg"]["answers"] == 6
+    assert rows(tmp_path / "many" / "train_log.csv") == rows(tmp_path / "plain" / "train_log.csv")
 
 
 def test_sliding_window_models_decode_like_plain_generate(tmp_path):

@@ -81,6 +81,8 @@ class PolicyTrainConfig(StrictModel):
     seed: int = 0
     save_steps: int = Field(10, description="Checkpoint every N steps (adapter/weights, optimizer, step).")
     eval_every: int = Field(0, description="Score the held-out prompts every N steps (0 = only at start/end).")
+    eval_samples: int = Field(1, ge=1, description="Sampled answers per held-out prompt in each evaluation: more "
+                              "make the start-vs-end comparison less noisy.")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     data_dir: str | None = None
     save_merged: bool = Field(True, description="Final folder holds merged full weights (else the adapter).")

@@ -320,19 +320,19 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         return s.texts
 
     def evaluate(tag: str) -> dict[str, Any]:
-        """One sampled answer per held-out prompt: rewards, judge violations, sign-off rate, length."""
+        """`eval_samples` sampled answers per held-out prompt: rewards, judge violations, sign-off rate, length."""
         res: dict[str, Any] = {}
         for task in tasks:
             refs.ensure(task.holdout, reference_answers, task.rewards)
             ids = encode_prompts(tok, task.holdout, cfg.max_prompt_tokens)
             with torch.random.fork_rng():  # a fixed eval seed, without rewinding training's sampling
-                s = sample(model, tok, ids, 1, sampling, seed=cfg.seed + 7919)
-            total, per, passed, rates = score(task, refs, task.holdout, s.texts)
+                s = sample(model, tok, ids, cfg.eval_samples, sampling, seed=cfg.seed + 7919)
+            total, per, passed, rates = score(task, refs, [task.holdout[i] for i in s.prompt_index], s.texts)
             res[task.cfg.name] = {
                 "reward": float(np.mean(total)), **{f"reward_{k}": float(np.mean(v)) for k, v in per.items()},
                 "pass_rate": float(np.mean(passed)), **{f"violation_{k}": v for k, v in rates.items()},
                 "signoff_rate": float(np.mean([signoff_found(x) for x in s.texts])),
-                "length_words": float(np.mean([len(x.split()) for x in s.texts])),
+                "length_words": float(np.mean([len(x.split()) for x in s.texts])), "answers": len(s.texts),
             }
         say(f"eval ({tag}): " + "; ".join(f"{k}: reward {v['reward']:.3f}, pass {v['pass_rate']:.2f}, "
                                            f"sign-off {v['signoff_rate']:.2f}" for k, v in res.items()))
