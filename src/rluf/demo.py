@@ -53,7 +53,7 @@ PROFILES = {
               "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 16, "ab_samples": 2,
               "policies": {"cgpo": "moderate"}},
     "full": {"users": 15000, "days": 7, "reward_steps": 100, "love_steps": 300, "policy_steps": 12,
-             "policy_log_users": 7500, "policy_log_prompts_per_segment": 48, "policy_log_samples": 3,
+             "policy_log_users": 7500, "policy_log_prompts_per_segment": 64, "policy_log_samples": 2,
              "eval_chat": 48, "eval_safety": 24,
              "ab_users": 6000, "ab_days": 4, "ab_prompts_per_segment": 24, "ab_samples": 3,
              "policies": {"moderate": "moderate", "aggressive": "aggressive", "cgpo": "cgpo_cpu"}},
