@@ -4,8 +4,10 @@ Arms: reference (the starting policy) vs moderate (CGPO, P[Love] weight 0.1) vs 
 no judges) vs cgpo (weight 0.3 with judges), plus three style responders as extra policies for the
 offline-vs-online correlation. Runs `rluf demo --full` (simulate → ingest → labelled set → reward models →
 the three policy updates → offline evaluation → audits → one simulated A/B test with every arm) and writes
-benchmarks/results/paper_repro.{json,md} and PNGs. Took 50.8 min on a 2-core AMD EPYC with avx512_bf16
-(2026-12-01); 87 min in fp32 on a 2-core AVX-512 CPU without bf16 (an earlier run with a smaller log).
+benchmarks/results/paper_repro.{json,md} and PNGs. P[Love]'s log has two simulated deployments: 15,000 users
+answered by the style responder and 7,500 by the reference policy itself (a bank of 64 prompts per segment × 2
+answers), so that P[Love] has seen SmolLM2's answers. Without that second log it took 50.8 min on a 2-core AMD
+EPYC with avx512_bf16 (2026-12-01); 87 min in fp32 on a 2-core AVX-512 CPU without bf16 (a smaller log).
 
     python benchmarks/paper_repro.py
 """
