@@ -220,6 +220,10 @@ def simulate(
     id_prefix: Annotated[str | None, typer.Option(
         help="Prefix of user/conversation/response ids, to merge several simulated deployments in one store."
     )] = None,
+    prompts_per_segment: Annotated[int | None, typer.Option(
+        help="Keep this many prompts per segment (bounds a policy responder's generation).")] = None,
+    samples: Annotated[int | None, typer.Option(
+        help="policy responder: answers generated per distinct prompt.")] = None,
     responses: Annotated[
         Path | None,
         typer.Option("--responses", help="React to this JSONL/Parquet of (prompt, response, policy) rows "
@@ -238,7 +242,8 @@ def simulate(
 
     def body():
         cfg = load_config(SimulateConfig, config, users=users, days=days, seed=seed, responder=responder,
-                          love_rate=love_rate, id_prefix=id_prefix, data_dir=data_dir)
+                          love_rate=love_rate, id_prefix=id_prefix, data_dir=data_dir,
+                          prompts_per_segment=prompts_per_segment, responder_samples=samples)
         if responses is not None:
             if not responses.is_file():
                 raise FileNotFoundError(f"--responses {responses}: no such file")
