@@ -124,6 +124,17 @@ def why(r: dict, checks: list[tuple[str, str, bool]]) -> list[str]:
                    "not remove. " if mixed else
                    "Part of the miss is that distribution shift; a log answered partly by the reference policy "
                    "itself (`rluf demo --policy-log-users`, as production logs are) could remove it. "))
+        exp = vs["expected_love_rate"]
+        within = [a for a in model if a in exp]
+        if len(within) >= 2:
+            shift += (
+                f"Among the {len(within)} SmolLM2 arms the offline scores span "
+                f"{min(pol[a]['offline_p_love'] for a in within):.5f}–"
+                f"{max(pol[a]['offline_p_love'] for a in within):.5f} while their expected love rates span "
+                f"{min(exp[a] for a in within):.4f}–{max(exp[a] for a in within):.4f}: {steps} policy steps moved "
+                "P[Love] by less than it can resolve, so their offline order is noise; over all policies the "
+                f"offline score follows the expected rate in level (Pearson {vs['offline_pearson']:.2f}) but not "
+                "in rank. ")
         out.append(
             f"- **Offline vs online.** The online ranking is not what fails: against the simulator's own expected "
             f"love rate per arm (its mean p_love over the arm's human turns, no Bernoulli draw) the observed "
