@@ -1,8 +1,9 @@
 """`rluf demo`: the whole loop on embedded defaults, top to bottom, on 2 CPU cores.
 
-    1 simulate    a week of users chatting, two deployments: the style responder (varies warmth, closers,
-                  length, topic, so the log carries a learnable signal) and the reference policy itself on a
-                  bounded prompt bank (a 135M model cannot write a whole week of distinct answers in time)
+    1 simulate    a week of users chatting with the style responder (varies warmth, closers, length, topic,
+                  so the log carries a learnable signal); the full profile adds a second deployment answered
+                  by the reference policy itself on a bounded prompt bank (a 135M model cannot write a whole
+                  week of distinct answers in time)
     2 ingest      into a SQLite store
     3 dataset     the labelled set for `love` (positives upsampled to 10 %, corrected back later)
     4 rewards     P[Love] on it; helpfulness (AlpacaEval) and safety (HH) pairwise models
