@@ -842,7 +842,10 @@ def _print_demo(res: dict[str, Any]) -> None:
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from rluf.hardware import keep_freed_memory
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    keep_freed_memory()  # every command's loops reuse their buffers instead of re-faulting them
     app()
 
 

@@ -94,10 +94,15 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     mask = torch.cat([p_mask, torch.ones_like(last), a_mask[:, :-1]], 1)
     pos = p_mask.sum(1, keepdim=True) + torch.arange(width, device=device)[None]
     logits = model(input_ids=inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).logits
-    logits = logits.float() / temperature if temperature > 0 else logits.float()
-    # log p(token) = logit - logsumexp(logits): one reduction instead of a full log-softmax copy of a
-    # (rows × answer length × 49k vocabulary) tensor.
-    logp = logits.gather(-1, a_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    logits = logits.float()
+    if temperature > 0 and temperature != 1:
+        logits = logits / temperature
+    # One fused log-softmax kernel over the (rows × answer length × 49k vocabulary) logits, forward and
+    # backward. `logit - logsumexp(logits)` looks cheaper (no log-softmax copy), but on the CPU logsumexp runs as
+    # separate max / subtract / exp / sum passes over that tensor and its backward as several more: in four
+    # interleaved repeats on SmolLM2 (16 × 64 tokens, bf16) policy + reference log-probs with backward took
+    # 19.3 s instead of 21.3 s per 4 batches.
+    logp = torch.log_softmax(logits, -1).gather(-1, a_ids.unsqueeze(-1)).squeeze(-1)
     return (logp * a_mask).sum(1), a_mask.sum(1)
 
 
@@ -260,7 +265,10 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
                  log: Any = None) -> dict[str, Any]:
     import torch
 
+    from rluf.hardware import keep_freed_memory
     from rluf.progress import make_progress, stderr
+
+    keep_freed_memory()  # the step's big buffers are reused rather than re-faulted (see its docstring)
 
     say = log or (lambda msg: stderr.print(msg, highlight=False))
     out = Path(out)
