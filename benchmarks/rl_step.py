@@ -52,7 +52,7 @@ def main() -> None:
 
     from rluf.hardware import keep_freed_memory
 
-    # Process-wide, so TRL's steps get it too: both sides run on the same allocator settings.
+    # RLUF_KEEP_FREED_MEMORY=1: process-wide, so TRL's steps get it too (same allocator on both sides).
     freed_memory_kept = keep_freed_memory()
     from datasets import Dataset
     from peft import LoraConfig
@@ -266,11 +266,12 @@ def write_markdown(result: dict, out: Path) -> None:
         "3.6–3.9 ms each (64 calls each per sample: ~0.95 s, 27 % of sampling) against 0.04–0.3 ms for the "
         "same ops on reused memory. These machines are Firecracker microVMs with free-page reporting, where "
         "re-faulting freed pages is costly, and glibc hands big freed blocks back to the kernel. "
-        "`rluf.hardware.keep_freed_memory()` (mmap off, no heap trimming; every rluf command, `train_policy`, "
-        "`train_reward` and the demo call it) measured on our step alone, alternating processes: log-prob "
-        "passes + backward + optimizer 3.65 / 3.47 s against 4.98 / 5.33 s with malloc defaults, sampling "
-        "2.61 / 2.85 against 3.0 / 3.4 ms per token; peak RSS 4.2–4.6 against 4.1 GB. In this benchmark it "
-        "is set for the whole process, TRL included, and it did not move our step (see Reading).",
+        "`rluf.hardware.keep_freed_memory()` (mmap off, no heap trimming) measured on our step alone, "
+        "alternating fresh processes of 7 steps: log-prob passes + backward + optimizer 3.65 / 3.47 s against "
+        "4.98 / 5.33 s with malloc defaults, sampling 2.61 / 2.85 against 3.0 / 3.4 ms per token; peak RSS "
+        "4.2–4.6 against 4.1 GB. But in this benchmark (set for the whole process, TRL included) it did not "
+        "move our step, and a whole quick demo ran 455 s instead of 462 s with peak RSS 6.7 instead of 5.5 GB: "
+        "it is opt-in (RLUF_KEEP_FREED_MEMORY=1).",
         "- Tried and dropped: `torch.compile` of the one-token decoding step (inductor, dynamic shapes, a "
         "fixed-width mask over a static cache, one graph for every batch): greedy tokens equal to eager, but "
         "sampling 16 × 64 tokens took 3.0–4.3 s (9.3 s on a 423-token prompt) against 2.0–3.2 s eager, after a "

@@ -8,10 +8,10 @@ from rluf.hardware import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_keep_freed_memory_sets_glibc_malloc_and_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("RLUF_KEEP_FREED_MEMORY", "0")
-    assert keep_freed_memory.__wrapped__() is False  # the switch: malloc left alone
-    monkeypatch.delenv("RLUF_KEEP_FREED_MEMORY")
+def test_keep_freed_memory_is_opt_in(monkeypatch):
+    monkeypatch.delenv("RLUF_KEEP_FREED_MEMORY", raising=False)
+    assert keep_freed_memory.__wrapped__() is False  # default: malloc left alone
+    monkeypatch.setenv("RLUF_KEEP_FREED_MEMORY", "1")
     assert keep_freed_memory.__wrapped__() is True  # both mallopt calls accepted
     import numpy as np
 

@@ -845,7 +845,7 @@ def main() -> None:  # pragma: no cover - console entry point
     from rluf.hardware import keep_freed_memory
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    keep_freed_memory()  # every command's loops reuse their buffers instead of re-faulting them
+    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1): loops reuse freed buffers
     app()
 
 

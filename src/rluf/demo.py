@@ -112,7 +112,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     P["users"] = users or P["users"]
     P["days"] = days or P["days"]
     P["policy_log_users"] = P["policy_log_users"] if policy_log_users is None else policy_log_users
-    keep_freed_memory()  # sampling, scoring and training loops reuse their buffers (rluf.hardware)
+    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1; rluf.hardware)
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

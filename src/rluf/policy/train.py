@@ -268,7 +268,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     from rluf.hardware import keep_freed_memory
     from rluf.progress import make_progress, stderr
 
-    keep_freed_memory()  # the step's big buffers are reused rather than re-faulted (see its docstring)
+    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1; see its docstring)
 
     say = log or (lambda msg: stderr.print(msg, highlight=False))
     out = Path(out)

@@ -187,7 +187,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
 
     from rluf.hardware import keep_freed_memory
 
-    keep_freed_memory()  # reuse freed buffers instead of re-faulting them every batch
+    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1; see its docstring)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     out = Path(out)
