@@ -49,16 +49,12 @@ def main() -> None:
     import random
 
     import torch
-
-    from rluf.hardware import keep_freed_memory
-
-    # RLUF_KEEP_FREED_MEMORY=1: process-wide, so TRL's steps get it too (same allocator on both sides).
-    freed_memory_kept = keep_freed_memory()
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from rluf.hardware import keep_freed_memory
     from rluf.policy.config import PolicyTrainConfig
     from rluf.policy.generate import SamplingConfig
     from rluf.policy.model import load_tokenizer, prepare_default_policy
@@ -72,6 +68,8 @@ def main() -> None:
         setup_model,
     )
 
+    # RLUF_KEEP_FREED_MEMORY=1: process-wide, so TRL's steps get it too (same allocator on both sides).
+    freed_memory_kept = keep_freed_memory()
     torch.manual_seed(0)
     base = prepare_default_policy()
     n_prompts = args.steps * args.prompts_per_step

@@ -1,5 +1,6 @@
-"""rluf.hardware: the allocator setting every heavy command applies."""
+"""rluf.hardware: the opt-in allocator setting (RLUF_KEEP_FREED_MEMORY=1)."""
 
+import ctypes
 import platform
 
 import pytest
@@ -7,13 +8,24 @@ import pytest
 from rluf.hardware import keep_freed_memory
 
 
+class _Mallinfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_keep_freed_memory_is_opt_in(monkeypatch):
+def test_keep_freed_memory_is_opt_in_and_stops_mmap(monkeypatch):
+    import numpy as np
+
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc older than 2.33: no mallinfo2")
+    libc.mallinfo2.restype = _Mallinfo2
     monkeypatch.delenv("RLUF_KEEP_FREED_MEMORY", raising=False)
     assert keep_freed_memory.__wrapped__() is False  # default: malloc left alone
     monkeypatch.setenv("RLUF_KEEP_FREED_MEMORY", "1")
     assert keep_freed_memory.__wrapped__() is True  # both mallopt calls accepted
-    import numpy as np
-
-    big = [np.ones(40_000_000 // 8) for _ in range(3)]  # above glibc's 32 MB mmap ceiling: now from the heap
-    assert sum(float(b.sum()) for b in big) == 3 * 5_000_000
+    mapped = libc.mallinfo2().hblkhd
+    big = np.ones(40_000_000 // 8)  # above glibc's 32 MB mmap ceiling: by default its own mmap
+    assert libc.mallinfo2().hblkhd == mapped  # ... now from the heap
+    assert float(big.sum()) == 5_000_000

@@ -100,7 +100,6 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
              data_dir: Path | None = None, profile: str = "quick", stop_after: str | None = None,
              policy_log_users: int | None = None) -> dict[str, Any]:
     from rluf.data import DatasetConfig, build_dataset
-    from rluf.hardware import keep_freed_memory
     from rluf.paths import DEFAULT_DATA_DIR, data_dir_available
     from rluf.simulate import SimulateConfig, run_simulation
     from rluf.store import connect
@@ -112,7 +111,6 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     P["users"] = users or P["users"]
     P["days"] = days or P["days"]
     P["policy_log_users"] = P["policy_log_users"] if policy_log_users is None else policy_log_users
-    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1; rluf.hardware)
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,8 @@ def keep_freed_memory() -> bool:
     3.0–3.4 ms per sampled token, in fresh processes of 7 steps. But over a whole quick demo it saved 1.4 %
     (455 vs 462 s, CGPO stage 115 vs 114 s) and raised peak RSS from 5.5 to 6.7 GB, and inside the RL-step
     benchmark our step did not move (7.31 vs 7.26 s): glibc's own threshold adapts once a process has freed
-    a few big blocks. Hence opt-in. No-op off glibc.
+    a few big blocks. Hence opt-in. `rluf` (the console entry point) calls it, so the variable covers every
+    command; from Python, call it before the heavy loop. No-op off glibc.
     """
     import ctypes
     import os

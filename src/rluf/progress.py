@@ -54,7 +54,8 @@ def track(iterable: Iterable[T], description: str, total: int | None = None, eve
             done += 1
             if (now := time.monotonic()) - last >= every_s:
                 last = now
-                stderr.print(f"{description}: {done}/{total if total is not None else '?'} after {now - start:.0f} s")
+                stderr.print(f"{description}: {done}/{total if total is not None else '?'} after {now - start:.0f} s",
+                             markup=False, highlight=False)
         return
     with make_progress() as progress:
         task = progress.add_task(description, total=total)

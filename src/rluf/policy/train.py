@@ -265,10 +265,7 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
                  log: Any = None) -> dict[str, Any]:
     import torch
 
-    from rluf.hardware import keep_freed_memory
     from rluf.progress import make_progress, stderr
-
-    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1; see its docstring)
 
     say = log or (lambda msg: stderr.print(msg, highlight=False))
     out = Path(out)

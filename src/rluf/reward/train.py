@@ -184,10 +184,6 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     """Binary P[Love] when the files have `label`; a pairwise (Bradley–Terry) model when they have
     `chosen` and `rejected`. One code path: same template, trainer, checkpoints and folder format."""
     import torch
-
-    from rluf.hardware import keep_freed_memory
-
-    keep_freed_memory()  # opt-in (RLUF_KEEP_FREED_MEMORY=1; see its docstring)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     out = Path(out)
