@@ -6,7 +6,8 @@ dealt round-robin, so every side spans weak and strong models. On the test model
 - per-answer AUROC, the mean AUROC within each model's answers,
 - model level: Spearman and Pearson between each model's mean predicted score and its actual win rate
   (the paper's offline-evaluator claim).
-In the same run: a length-only logistic model and TF-IDF + length logistic regression (the baselines).
+In the same run: a length-only logistic model and TF-IDF + length logistic regression (the baselines), and a
+diagnostic that reads no answer text: each instruction's win rate among the train models plus relative length.
 
     python benchmarks/reward_alpacaeval.py                    # what was committed: default backbone, 3 epochs
     python benchmarks/reward_alpacaeval.py --max-steps 20     # a quick look
@@ -54,6 +55,10 @@ def split_models(df) -> dict[str, list[str]]:
     return sides
 
 
+def correlation(fn, x, y) -> float | None:
+    return None if np.ptp(np.asarray(x, float)) < 1e-12 else float(fn(x, y)[0])
+
+
 def evaluate(name: str, df, scores: np.ndarray) -> dict:
     y = df["label"].to_numpy()
     within = [auroc(g["label"].to_numpy(), scores[g.index.to_numpy()]) for _, g in df.groupby("group")]
@@ -63,8 +68,9 @@ def evaluate(name: str, df, scores: np.ndarray) -> dict:
         "method": name,
         "auroc": auroc(y, scores),
         "within_model_auroc_mean": float(np.mean(within)),
-        "model_spearman": float(stats.spearmanr(per_model["pred"], per_model["actual"])[0]),
-        "model_pearson": float(stats.pearsonr(per_model["pred"], per_model["actual"])[0]),
+        # None where every model gets the same mean score (a score that reads only the instruction)
+        "model_spearman": correlation(stats.spearmanr, per_model["pred"], per_model["actual"]),
+        "model_pearson": correlation(stats.pearsonr, per_model["pred"], per_model["actual"]),
         "per_model": {m: {"predicted": float(r.pred), "actual_win_rate": float(r.actual)}
                       for m, r in per_model.iterrows()},
     }
@@ -80,6 +86,8 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--length-hint", action="store_true",
                     help="P[Love] template starts each answer with '(N words)' (the baselines see log length too)")
+    ap.add_argument("--pooling", choices=["head", "mean"], default="head",
+                    help="P[Love] pooling: the checkpoint's own [CLS] head, or the mean of the last hidden states")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -135,9 +143,32 @@ def main() -> None:
     results.append(evaluate(f"TF-IDF + its own length, cut text only ({args.max_length} tokens)", test,
                             lr_seen.predict_proba(x_test)[:, 1]))
 
+    # What "within-model AUROC" rewards on this split: all models answer the same 805 instructions, so the train
+    # models already show which instructions are easy to win. This baseline reads no answer text: the
+    # instruction's win rate among the train models (leave-one-out on train rows, smoothed to the base rate) and
+    # the answer's log length relative to the train answers to that instruction.
+    base = fit_df["label"].mean()
+    by_prompt = fit_df.groupby("prompt")["label"].agg(["sum", "count"])
+    log_len = lambda d: np.log1p(d["response"].str.len())  # noqa: E731
+    mean_len = log_len(fit_df).groupby(fit_df["prompt"]).mean()
+
+    def instruction_features(d, leave_one_out: bool):
+        wins, n = d["prompt"].map(by_prompt["sum"]).fillna(0), d["prompt"].map(by_prompt["count"]).fillna(0)
+        if leave_one_out:
+            wins, n = wins - d["label"], n - 1
+        rate = ((wins + 2 * base) / (n + 2)).to_numpy()
+        rel_len = (log_len(d) - d["prompt"].map(mean_len).fillna(mean_len.mean())).to_numpy()
+        return np.c_[np.log(rate / (1 - rate)), rel_len]
+
+    results.append(evaluate("instruction's train win rate only (no answer text)", test,
+                            1 / (1 + np.exp(-instruction_features(test, False)[:, 0]))))
+    lr_instr = LogisticRegression().fit(instruction_features(fit_df, True), fit_df["label"])
+    results.append(evaluate("instruction's train win rate + relative length (no answer text)", test,
+                            lr_instr.predict_proba(instruction_features(test, False))[:, 1]))
+
     cfg = RewardTrainConfig(backbone=args.backbone, epochs=args.epochs, max_steps=args.max_steps,
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
-                            bf16=args.bf16, resume=False, length_hint=args.length_hint)
+                            bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
     t_train = time.time() - t0
@@ -176,8 +207,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.4 * len(results), 4))
-    for ax, r in zip(axes, results, strict=True):
+    shown = [results[0], tfidf_r, model_r]  # the two baselines of the issue and P[Love]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.4 * len(shown), 4))
+    for ax, r in zip(axes, shown, strict=True):
         pm = r["per_model"]
         ax.scatter([v["actual_win_rate"] for v in pm.values()], [v["predicted"] for v in pm.values()])
         ax.set(title=f"{r['method']}\nSpearman {r['model_spearman']:.2f}", xlabel="actual win rate",
@@ -189,19 +221,22 @@ def main() -> None:
           f"{out['date']}, 2 CPU cores. Train models: {len(sides['train'])}, validation: {len(sides['validation'])}, "
           f"test: {len(sides['test'])} ({len(test):,} answers; no model on two sides). P[Love]: "
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
-          f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}; training "
+          f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}; "
+          "training "
           f"{t_train / 60:.1f} min.", "",
           "| method (test models) | per-answer AUROC | within-model AUROC (mean) | model Spearman | model Pearson |",
           "|---|---:|---:|---:|---:|"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for r in results:
         md.append(f"| {r['method']} | {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} | "
-                  f"{r['model_spearman']:.3f} | {r['model_pearson']:.3f} |")
+                  f"{fmt(r['model_spearman'])} | {fmt(r['model_pearson'])} |")
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
-               "| date | epochs | max_length | lr | length hint | AUROC | within-model | Spearman |",
-               "|---|---:|---:|---:|---|---:|---:|---:|",
+               "| date | epochs | max_length | lr | length hint | pooling | AUROC | within-model | Spearman |",
+               "|---|---:|---:|---:|---|---|---:|---:|---:|",
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
-                 f"| {r['args'].get('length_hint', 'False')} | {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
+                 f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
+                 f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
            "within-model 0.89, Spearman 0.90.", "", "![per-model](reward_alpacaeval.png)"]

@@ -45,6 +45,8 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from rluf.reward.pooling import with_pooling
+
         path = Path(path)
         meta_file = path / META_FILE
         if not meta_file.exists():
@@ -52,6 +54,7 @@ class RewardModel:
         meta = json.loads(meta_file.read_text())
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        model = with_pooling(model, meta.get("pooling", "head"))  # folders from before pooling existed: 'head'
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         t = meta["template"]
         template = PairTemplate.from_tokenizer(tok, t["max_length"], t["response_share"], t.get("length_hint", False))

@@ -38,6 +38,11 @@ class RewardTrainConfig(StrictModel):
     length_hint: bool = False
     """Start the response with "(N words) ", the whole answer's length, which truncation otherwise hides. Off by
     default: a reward that reads length invites longer answers (see rluf.reward.template)."""
+    pooling: str = Field("head", pattern="^(head|mean)$")
+    """How the input becomes one vector for the one-logit head: 'head' = the checkpoint's own
+    (AutoModelForSequenceClassification: [CLS] for encoders, the last token for decoders); 'mean' = the masked
+    mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained
+    (see rluf.reward.pooling)."""
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
@@ -186,6 +191,8 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
+    from rluf.reward.pooling import with_pooling
+
     out = Path(out)
     t0 = time.time()
     pairwise = _is_pairwise(train_path)
@@ -202,6 +209,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         tok.pad_token = tok.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
+    model = with_pooling(model, cfg.pooling)
     template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share, cfg.length_hint)
     pos_weight = 1.0
     if pairwise:
@@ -227,7 +235,8 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
         load_best_model_at_end=True, metric_for_best_model="accuracy" if pairwise else "auroc",
         greater_is_better=True, save_total_limit=2, report_to=cfg.report_to, bf16=resolve_bf16(cfg.bf16),
-        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False, label_names=["labels"],  # named: the mean-pooling wrapper's forward has none
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **eval_kw,
     )
     trainer = _trainer_class()(
@@ -240,10 +249,14 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     if resume:
         stderr.print(f"resuming from {ckpts[-1].name}")
     trainer.train(resume_from_checkpoint=True if resume else None)
-    trainer.save_model(str(out))
+    if cfg.pooling == "head":
+        trainer.save_model(str(out))
+    else:  # the wrapper is not a PreTrainedModel: save the Hugging Face model it wraps
+        model.save_pretrained(out)
     tok.save_pretrained(out)
 
     meta = {"kind": "pairwise" if pairwise else "binary", "backbone": backbone, "template": template.describe(),
+            "pooling": cfg.pooling,
             "train": str(train_path), "validation": str(validation_path), "config": cfg.model_dump(mode="json")}
     if pairwise:
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
