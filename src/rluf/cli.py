@@ -358,6 +358,9 @@ def reward_train(
         "--length-hint/--no-length-hint",
         help="Start each answer with '(N words)', its whole length, which truncation hides (default off: a "
              "reward that reads length invites longer answers).")] = None,
+    pooling: Annotated[str | None, typer.Option(
+        help="'head': the checkpoint's own sequence head ([CLS] / last token); 'mean': the mean of the last "
+             "hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained.")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -372,7 +375,7 @@ def reward_train(
 
         cfg = load_config(RewardTrainConfig, config, backbone=backbone, epochs=epochs, max_steps=max_steps,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate,
-                          length_hint=length_hint)
+                          length_hint=length_hint, pooling=pooling)
         return train_reward(cfg, train, validation, out)
 
     _run(json_out, body, lambda r: _kv_table("reward train", r))
