@@ -11,6 +11,13 @@ diagnostic that reads no answer text: each instruction's win rate among the trai
 
     python benchmarks/reward_alpacaeval.py                    # what was committed: default backbone, 3 epochs
     python benchmarks/reward_alpacaeval.py --max-steps 20     # a quick look
+    python benchmarks/reward_alpacaeval.py --new-instructions # test models answer only unseen instructions
+
+With --new-instructions the 805 instructions are also split in half (seeded): train and validation models'
+answers to one half, test models' answers to the other. All models answer the same instructions, so on the
+plain split a scorer can learn which instructions are easy to win from the train models and reuse that on the
+test models; this variant measures what carries over to new prompts, as a reward model in production needs.
+Its results go to benchmarks/results/reward_alpacaeval_new_instructions.*.
 
 Also in the same run, to tell truncation from learning: the TF-IDF baseline fitted on exactly the answer text
 P[Love] sees after the template's cut to --max-length tokens.
@@ -86,6 +93,8 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--length-hint", action="store_true",
                     help="P[Love] template starts each answer with '(N words)' (the baselines see log length too)")
+    ap.add_argument("--new-instructions", action="store_true",
+                    help="hold out half the instructions too: test models answer only instructions unseen in training")
     ap.add_argument("--pooling", choices=["head", "mean"], default="head",
                     help="P[Love] pooling: the checkpoint's own [CLS] head, or the mean of the last hidden states")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -99,7 +108,12 @@ def main() -> None:
     df = table.to_pandas()
     sides = split_models(df)
     parts = {k: df[df.group.isin(v)].reset_index(drop=True) for k, v in sides.items()}
-    work = HERE / "work" / "reward_alpacaeval"
+    stem = "reward_alpacaeval_new_instructions" if args.new_instructions else "reward_alpacaeval"
+    if args.new_instructions:
+        prompts = np.random.default_rng(0).permutation(np.array(sorted(df["prompt"].unique()), dtype=object))
+        held_out = set(prompts[: len(prompts) // 2])
+        parts = {k: p[p["prompt"].isin(held_out) == (k == "test")].reset_index(drop=True) for k, p in parts.items()}
+    work = HERE / "work" / stem
     work.mkdir(parents=True, exist_ok=True)
     cols = ["prompt", "response", "label", "group"]
     for k, part in parts.items():
@@ -193,7 +207,7 @@ def main() -> None:
     }
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
-    old_file = res_dir / "reward_alpacaeval.json"
+    old_file = res_dir / f"{stem}.json"
     if old_file.exists():  # keep the P[Love] rows of earlier settings: each run costs most of an hour
         prev = json.loads(old_file.read_text())
         out["previous_runs"] = [*prev.get("previous_runs", []), {
@@ -215,11 +229,14 @@ def main() -> None:
         ax.set(title=f"{r['method']}\nSpearman {r['model_spearman']:.2f}", xlabel="actual win rate",
                ylabel="mean predicted score")
     fig.tight_layout()
-    fig.savefig(res_dir / "reward_alpacaeval.png", dpi=100)
+    fig.savefig(res_dir / f"{stem}.png", dpi=100)
 
-    md = ["# P[Love] on AlpacaEval, split by model", "",
+    title = "split by model and by instruction" if args.new_instructions else "split by model"
+    split_note = ("; instructions split in half too: the test models answer only the half no train or "
+                  "validation model answered" if args.new_instructions else "")
+    md = [f"# P[Love] on AlpacaEval, {title}", "",
           f"{out['date']}, 2 CPU cores. Train models: {len(sides['train'])}, validation: {len(sides['validation'])}, "
-          f"test: {len(sides['test'])} ({len(test):,} answers; no model on two sides). P[Love]: "
+          f"test: {len(sides['test'])} ({len(test):,} answers; no model on two sides{split_note}). P[Love]: "
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
           f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}; "
           "training "
@@ -239,8 +256,8 @@ def main() -> None:
                  f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
-           "within-model 0.89, Spearman 0.90.", "", "![per-model](reward_alpacaeval.png)"]
-    (res_dir / "reward_alpacaeval.md").write_text("\n".join(md) + "\n")
+           "within-model 0.89, Spearman 0.90.", "", f"![per-model]({stem}.png)"]
+    (res_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
