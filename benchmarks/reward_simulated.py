@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=1e-4,
                     help="Peak learning rate (1e-4: on AlpacaEval 5e-5 left MiniLM under-trained)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pooling", choices=["head", "mean"], default="head",
+                    help="the checkpoint's own [CLS] head, or the mean of the last hidden states")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -69,7 +71,7 @@ def main() -> None:
 
     cfg = RewardTrainConfig(epochs=args.epochs, max_steps=args.max_steps, max_length=args.max_length,
                             batch_size=32, learning_rate=args.learning_rate, seed=args.seed, resume=False,
-                            bf16=args.bf16)
+                            bf16=args.bf16, pooling=args.pooling)
     t1 = time.time()
     train = train_reward(cfg, work / "ds" / "train.parquet", work / "ds" / "validation.parquet", work / "model")
     t_train = time.time() - t1
@@ -123,7 +125,14 @@ def main() -> None:
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "reward_simulated.json").write_text(json.dumps(result, indent=2))
+    old_file = out / "reward_simulated.json"
+    if old_file.exists():  # keep the headline figures of earlier runs: settings are compared across runs
+        prev = json.loads(old_file.read_text())
+        result["previous_runs"] = [*prev.get("previous_runs", []), {
+            "date": prev["date"], "args": prev["args"], "train_seconds": prev["seconds"]["train"],
+            "auroc": prev["test"]["p_love_model"]["auroc"],
+            "content_pearson": prev["test"]["content_logit_correlation"]["pearson"]}]
+    old_file.write_text(json.dumps(result, indent=2))
     m = model_m
     md = [
         "# P[Love] on a simulated log vs the oracle ceiling", "",
@@ -131,7 +140,7 @@ def main() -> None:
         f"({sim['turns']:,} turns, love rate {sim['love_rate']:.2%}); temporal split; train positives upsampled "
         f"to 10 % (factor {card['upsample_factor']:.2f}, undone by the prior correction); all-MiniLM-L6-v2, "
         f"{args.epochs} epoch(s) capped at {args.max_steps} steps of 32 (-1: no cap), learning rate "
-        f"{args.learning_rate:g}, max_length {args.max_length}, "
+        f"{args.learning_rate:g}, max_length {args.max_length}, pooling {args.pooling}, "
         f"bf16 {args.bf16}; training took {t_train / 60:.1f} min.", "",
         "| on the test days | AUROC | PR-AUC | ECE | mean score / base rate | Pearson with length |",
         "|---|---:|---:|---:|---:|---:|",
@@ -151,6 +160,13 @@ def main() -> None:
         "correlation there is intended). An offline evaluator ranks policies by their mean score, so this, not "
         "per-answer AUROC on a few dozen positives, bounds how well it can predict online love rates.",
     ]
+    if result.get("previous_runs"):
+        md += ["", "Earlier runs (same simulation settings unless noted):", "",
+               "| date | steps | lr | pooling | AUROC | Pearson with the content logit |",
+               "|---|---:|---:|---|---:|---:|",
+               *[f"| {r['date']} | {r['args'].get('max_steps')} | {r['args'].get('learning_rate')} | "
+                 f"{r['args'].get('pooling', 'head')} | {r['auroc']:.4f} | {r['content_pearson']:.3f} |"
+                 for r in result["previous_runs"]]]
     (out / "reward_simulated.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
