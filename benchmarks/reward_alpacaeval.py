@@ -95,7 +95,7 @@ def main() -> None:
                     help="P[Love] template starts each answer with '(N words)' (the baselines see log length too)")
     ap.add_argument("--new-instructions", action="store_true",
                     help="hold out half the instructions too: test models answer only instructions unseen in training")
-    ap.add_argument("--pooling", choices=["head", "mean"], default="head",
+    ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
                     help="P[Love] pooling: the checkpoint's own [CLS] head, or the mean of the last hidden states")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
@@ -185,6 +185,7 @@ def main() -> None:
                             bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
+    args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran
     t_train = time.time() - t0
     rm = RewardModel.load(work / "model")
     t1 = time.time()

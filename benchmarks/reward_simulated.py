@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=1e-4,
                     help="Peak learning rate (1e-4: on AlpacaEval 5e-5 left MiniLM under-trained)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pooling", choices=["head", "mean"], default="head",
+    ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
                     help="the checkpoint's own [CLS] head, or the mean of the last hidden states")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
@@ -74,6 +74,7 @@ def main() -> None:
                             bf16=args.bf16, pooling=args.pooling)
     t1 = time.time()
     train = train_reward(cfg, work / "ds" / "train.parquet", work / "ds" / "validation.parquet", work / "model")
+    args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran
     t_train = time.time() - t1
 
     test = pq.read_table(work / "ds" / "test.parquet").to_pylist()

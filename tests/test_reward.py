@@ -294,6 +294,19 @@ def test_mean_pooling_trains_round_trips_and_resumes(tiny_backbone, tmp_path):
     assert abs(rm.logits([rows[0]["prompt"]], [rows[0]["response"]])[0] - logit) < 1e-4
 
 
+def test_auto_pooling_is_mean_for_encoders_and_head_for_decoders():
+    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    from rluf.reward.pooling import resolve_pooling
+
+    bert = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=32, num_labels=1))
+    llama = LlamaForSequenceClassification(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=32, num_labels=1))
+    assert resolve_pooling(bert, "auto") == "mean" and resolve_pooling(llama, "auto") == "head"
+    assert resolve_pooling(bert, "head") == "head" and resolve_pooling(llama, "mean") == "mean"
+
+
 def test_mean_pooling_needs_a_linear_head():
     from transformers import RobertaConfig, RobertaForSequenceClassification
 

@@ -360,7 +360,8 @@ def reward_train(
              "reward that reads length invites longer answers).")] = None,
     pooling: Annotated[str | None, typer.Option(
         help="'head': the checkpoint's own sequence head ([CLS] / last token); 'mean': the mean of the last "
-             "hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained.")] = None,
+             "hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; 'auto' (default): mean "
+             "for BERT-style encoders, head for decoders.")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

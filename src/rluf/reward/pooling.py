@@ -7,7 +7,8 @@ and pooler were never tuned to summarise a text. Frozen, on AlpacaEval split by 
 on its mean-pooled states reached test AUROC 0.867 against 0.840 on [CLS] and 0.837 on the pooler output.
 
 The model folder stays a plain `AutoModelForSequenceClassification` folder (the pooler weights are simply
-unused); `rluf_reward.json` records `pooling` so `RewardModel.load` wraps it again.
+unused); `rluf_reward.json` records `pooling` so `RewardModel.load` wraps it again. Folders without it (made
+before pooling existed) load as 'head', which is what they were trained with.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 POOLINGS = ("head", "mean")
+"""`auto` (the default of `rluf reward train`) resolves to one of these when training starts."""
 
 
 def _linear_head(model: Any) -> str:
@@ -54,6 +56,16 @@ class MeanPooled(torch.nn.Module):
 
     def save_pretrained(self, path: Any, **kw: Any) -> None:
         self.model.save_pretrained(path, **kw)
+
+
+def resolve_pooling(model: Any, pooling: str) -> str:
+    """'auto' → 'mean' for encoders with a BERT-style Linear `classifier`, 'head' for the rest (decoders read
+    their last real token, which under causal attention has seen the whole text). Measured with MiniLM, mean
+    against [CLS] at the same settings: AlpacaEval test AUROC 0.925 vs 0.915 (within-model 0.847 vs 0.833); a
+    simulated log's test AUROC 0.598 vs 0.562 and Pearson with the simulated users' taste 0.483 vs 0.402."""
+    if pooling != "auto":
+        return pooling
+    return "mean" if isinstance(getattr(model, "classifier", None), torch.nn.Linear) else "head"
 
 
 def with_pooling(model: Any, pooling: str) -> Any:

@@ -38,11 +38,11 @@ class RewardTrainConfig(StrictModel):
     length_hint: bool = False
     """Start the response with "(N words) ", the whole answer's length, which truncation otherwise hides. Off by
     default: a reward that reads length invites longer answers (see rluf.reward.template)."""
-    pooling: str = Field("head", pattern="^(head|mean)$")
+    pooling: str = Field("auto", pattern="^(auto|head|mean)$")
     """How the input becomes one vector for the one-logit head: 'head' = the checkpoint's own
     (AutoModelForSequenceClassification: [CLS] for encoders, the last token for decoders); 'mean' = the masked
-    mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained
-    (see rluf.reward.pooling)."""
+    mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; 'auto' = 'mean'
+    for BERT-style encoders, 'head' for decoders (see rluf.reward.pooling)."""
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
@@ -191,7 +191,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
-    from rluf.reward.pooling import with_pooling
+    from rluf.reward.pooling import resolve_pooling, with_pooling
 
     out = Path(out)
     t0 = time.time()
@@ -209,7 +209,9 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         tok.pad_token = tok.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
-    model = with_pooling(model, cfg.pooling)
+    pooling = resolve_pooling(model, cfg.pooling)
+    stderr.print(f"pooling {pooling}")
+    model = with_pooling(model, pooling)
     template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share, cfg.length_hint)
     pos_weight = 1.0
     if pairwise:
@@ -249,14 +251,14 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     if resume:
         stderr.print(f"resuming from {ckpts[-1].name}")
     trainer.train(resume_from_checkpoint=True if resume else None)
-    if cfg.pooling == "head":
+    if pooling == "head":
         trainer.save_model(str(out))
     else:  # the wrapper is not a PreTrainedModel: save the Hugging Face model it wraps
         model.save_pretrained(out)
     tok.save_pretrained(out)
 
     meta = {"kind": "pairwise" if pairwise else "binary", "backbone": backbone, "template": template.describe(),
-            "pooling": cfg.pooling,
+            "pooling": pooling,
             "train": str(train_path), "validation": str(validation_path), "config": cfg.model_dump(mode="json")}
     if pairwise:
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -285,6 +287,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "report.md").write_text(report_md(title, metrics, images))
-    return {"out": str(out), "kind": meta["kind"], "backbone": backbone, "train_rows": len(train_ds),
+    return {"out": str(out), "kind": meta["kind"], "backbone": backbone, "pooling": pooling,
+            "train_rows": len(train_ds),
             "validation_rows": len(val_ds), "pos_weight": pos_weight, "calibration": meta.get("calibration"),
             "metrics": metrics, "best_checkpoint": meta["best_checkpoint"], "seconds": meta["train_seconds"]}
