@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
+                    help="'auto' = mean pooling for MiniLM (the default since 2026-12-01); 'head' = [CLS]")
     args = ap.parse_args()
     results = {}
     objectives = (("safety (HH harmless)", hh_pairs(args.data_dir), _split_hh),
@@ -60,9 +62,11 @@ def main() -> None:
         for k, v in parts.items():
             pq.write_table(v, work / f"{k}.parquet")
         cfg = RewardTrainConfig(max_steps=args.max_steps, max_length=args.max_length, batch_size=16,
-                                learning_rate=5e-5, bf16=None, resume=False, eval_steps=args.max_steps)
+                                learning_rate=5e-5, bf16=None, resume=False, eval_steps=args.max_steps,
+                                pooling=args.pooling)
         t0 = time.time()
-        train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
+        trained = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
+        args.pooling = trained["pooling"]
         t_train = time.time() - t0
         test = parts["test"].to_pylist()
         rm = RewardModel.load(work / "model")
@@ -76,16 +80,25 @@ def main() -> None:
     out = {"benchmark": "reward_pairwise", "date": time.strftime("%Y-%m-%d"), "args": vars(args) | {
         "data_dir": str(args.data_dir)}, "results": results}
     res = HERE / "results"
+    if (res / "reward_pairwise.json").exists():  # keep earlier runs' figures: settings are compared across runs
+        prev = json.loads((res / "reward_pairwise.json").read_text())
+        out["previous_runs"] = [*prev.pop("previous_runs", []), prev]
     (res / "reward_pairwise.json").write_text(json.dumps(out, indent=2))
     md = ["# Pairwise reward models (all-MiniLM-L6-v2)", "",
           f"{out['date']}, 2 CPU cores, {args.max_steps} steps of 16 pairs, max_length {args.max_length}, "
-          f"bf16 {bf16_is_fast()}.", "",
+          f"bf16 {bf16_is_fast()}, pooling {args.pooling}.", "",
           "| objective | train / val / test pairs | test pairwise accuracy | longer answer wins | train min |",
           "|---|---|---:|---:|---:|"]
     for name, r in results.items():
         rows = r["rows"]
         md.append(f"| {name} | {rows['train']} / {rows['validation']} / {rows['test']} | "
                   f"{r['test_pairwise_accuracy']:.3f} | {r['length_baseline_accuracy']:.3f} | {r['train_minutes']} |")
+    if out.get("previous_runs"):
+        md += ["", "Earlier runs:", "", "| date | steps | pooling | objective | test pairwise accuracy |",
+               "|---|---:|---|---|---:|",
+               *[f"| {p['date']} | {p['args']['max_steps']} | {p['args'].get('pooling', 'head')} | {name} | "
+                 f"{r['test_pairwise_accuracy']:.3f} |"
+                 for p in out["previous_runs"] for name, r in p["results"].items()]]
     (res / "reward_pairwise.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
