@@ -4,7 +4,7 @@ Written by hand because transformers' sequence-classification heads read one pos
 BERT's pre-training pooler (encoders) or the last real token (decoders). all-MiniLM-L6-v2, the default
 backbone, was trained as a *mean-pooled* sentence encoder (its `1_Pooling` folder), so its [CLS] position
 and pooler were never tuned to summarise a text. Frozen, on AlpacaEval split by model, a logistic regression
-on its mean-pooled states reached test AUROC 0.867 against 0.840 on [CLS] and 0.837 on the pooler output.
+on its mean-pooled states reached test AUROC 0.867 against 0.841 on [CLS] and 0.837 on the pooler output.
 
 The model folder stays a plain `AutoModelForSequenceClassification` folder (the pooler weights are simply
 unused); `rluf_reward.json` records `pooling` so `RewardModel.load` wraps it again. Folders without it (made
@@ -61,7 +61,7 @@ class MeanPooled(torch.nn.Module):
 def resolve_pooling(model: Any, pooling: str) -> str:
     """'auto' → 'mean' for encoders with a BERT-style Linear `classifier`, 'head' for the rest (decoders read
     their last real token, which under causal attention has seen the whole text). Measured with MiniLM, mean
-    against [CLS] at the same settings: AlpacaEval test AUROC 0.925 vs 0.915 (within-model 0.847 vs 0.833); a
+    against [CLS] at the same settings: AlpacaEval test AUROC 0.925 vs 0.915 (within-model 0.847 vs 0.833; the [CLS] run was fp32, on another day); a
     simulated log's test AUROC 0.598 vs 0.562 and Pearson with the simulated users' taste 0.483 vs 0.402."""
     if pooling != "auto":
         return pooling

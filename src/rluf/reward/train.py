@@ -253,7 +253,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     trainer.train(resume_from_checkpoint=True if resume else None)
     if pooling == "head":
         trainer.save_model(str(out))
-    else:  # the wrapper is not a PreTrainedModel: save the Hugging Face model it wraps
+    elif trainer.is_world_process_zero():  # the wrapper is not a PreTrainedModel: save the model it wraps
         model.save_pretrained(out)
     tok.save_pretrained(out)
 
