@@ -206,6 +206,29 @@ def test_resume_after_an_interrupted_run(tiny_backbone, tmp_path):
     assert steps == [2, 4, 6, 8]  # the first run's evaluations were kept, not redone
 
 
+def test_distributed_training_writes_the_folder_once(tiny_backbone, tmp_path):
+    """Two CPU processes (gloo) as `accelerate launch` starts them on GPUs: the Trainer shards the batches,
+    and only the main process calibrates and writes the folder's metadata and report."""
+    import os
+    import subprocess
+    import sys
+
+    tr, va = write(tmp_path / "t.parquet", make_rows(128, 7)), write(tmp_path / "v.parquet", make_rows(64, 8))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+           "-m", "rluf.cli", "reward", "train", "--train", str(tr), "--validation", str(va),
+           "--out", str(tmp_path / "m"), "--backbone", str(tiny_backbone), "--max-steps", "4", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r.get("main_process", True) for r in results) == [False, True]
+    main = next(r for r in results if r.get("main_process", True))
+    meta = json.loads((tmp_path / "m" / "rluf_reward.json").read_text())
+    assert meta["metrics"] == main["metrics"] and 0 <= meta["metrics"]["validation"]["auroc"] <= 1
+    state = json.loads((tmp_path / "m" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert RewardModel.load(tmp_path / "m").score(["a"], ["b"]).shape == (1,)
+
+
 def test_bad_input_is_a_clear_error(tiny_backbone, tmp_path):
     f = tmp_path / "bad.parquet"
     write(f, [{"prompt": "a", "response": "b", "label": 3}])

@@ -252,9 +252,14 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         stderr.print(f"resuming from {ckpts[-1].name}")
     trainer.train(resume_from_checkpoint=True if resume else None)
     if pooling == "head":
-        trainer.save_model(str(out))
+        trainer.save_model(str(out))  # on every process: FSDP / ZeRO-3 gather the weights collectively
     elif trainer.is_world_process_zero():  # the wrapper is not a PreTrainedModel: save the model it wraps
         model.save_pretrained(out)
+    if not trainer.is_world_process_zero():
+        # Under `accelerate launch` the folder, its calibration and its report are the main process's alone:
+        # the others stop here instead of scoring validation again and writing the same files concurrently.
+        return {"out": str(out), "process_index": trainer.args.process_index, "main_process": False,
+                "seconds": round(time.time() - t0, 1)}
     tok.save_pretrained(out)
 
     meta = {"kind": "pairwise" if pairwise else "binary", "backbone": backbone, "template": template.describe(),
