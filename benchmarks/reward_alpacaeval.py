@@ -97,6 +97,8 @@ def main() -> None:
                     help="hold out half the instructions too: test models answer only instructions unseen in training")
     ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
                     help="P[Love] pooling: the checkpoint's own [CLS] head, or the mean of the last hidden states")
+    ap.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=False,
+                    help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -182,7 +184,8 @@ def main() -> None:
 
     cfg = RewardTrainConfig(backbone=args.backbone, epochs=args.epochs, max_steps=args.max_steps,
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
-                            bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling)
+                            bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling,
+                            disable_dropout=not args.dropout)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
     args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran

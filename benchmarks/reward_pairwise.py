@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
                     help="'auto' = mean pooling for MiniLM (the default since 2026-12-01); 'head' = [CLS]")
+    ap.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=False,
+                    help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
     args = ap.parse_args()
     results = {}
     objectives = (("safety (HH harmless)", hh_pairs(args.data_dir), _split_hh),
@@ -63,7 +65,7 @@ def main() -> None:
             pq.write_table(v, work / f"{k}.parquet")
         cfg = RewardTrainConfig(max_steps=args.max_steps, max_length=args.max_length, batch_size=16,
                                 learning_rate=5e-5, bf16=None, resume=False, eval_steps=args.max_steps,
-                                pooling=args.pooling)
+                                pooling=args.pooling, disable_dropout=not args.dropout)
         t0 = time.time()
         trained = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
         args.pooling = trained["pooling"]

@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
                     help="the checkpoint's own [CLS] head, or the mean of the last hidden states")
+    ap.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=False,
+                    help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -71,7 +73,7 @@ def main() -> None:
 
     cfg = RewardTrainConfig(epochs=args.epochs, max_steps=args.max_steps, max_length=args.max_length,
                             batch_size=32, learning_rate=args.learning_rate, seed=args.seed, resume=False,
-                            bf16=args.bf16, pooling=args.pooling)
+                            bf16=args.bf16, pooling=args.pooling, disable_dropout=not args.dropout)
     t1 = time.time()
     train = train_reward(cfg, work / "ds" / "train.parquet", work / "ds" / "validation.parquet", work / "model")
     args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran

@@ -317,6 +317,22 @@ def test_mean_pooling_trains_round_trips_and_resumes(tiny_backbone, tmp_path):
     assert abs(rm.logits([rows[0]["prompt"]], [rows[0]["response"]])[0] - logit) < 1e-4
 
 
+def test_disable_dropout_makes_training_forward_passes_deterministic(tiny_backbone):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rluf.reward.train import disable_dropout
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=1,
+                                                               hidden_dropout_prob=0.5,
+                                                               attention_probs_dropout_prob=0.5).train()
+    ids = torch.tensor([[2, 10, 11, 12, 3, 20, 21, 3]])
+    assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+    disable_dropout(model)
+    assert model.training and torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+
 def test_auto_pooling_is_mean_for_encoders_and_head_for_decoders():
     from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 

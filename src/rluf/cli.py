@@ -362,6 +362,10 @@ def reward_train(
         help="'head': the checkpoint's own sequence head ([CLS] / last token); 'mean': the mean of the last "
              "hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; 'auto' (default): mean "
              "for BERT-style encoders, head for decoders.")] = None,
+    dropout: Annotated[bool | None, typer.Option(
+        "--dropout/--no-dropout",
+        help="Keep the checkpoint's dropout while training (default off, as in TRL's RewardConfig; on the CPU "
+             "dropout also costs 30-60 % of a step).")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -376,7 +380,8 @@ def reward_train(
 
         cfg = load_config(RewardTrainConfig, config, backbone=backbone, epochs=epochs, max_steps=max_steps,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate,
-                          length_hint=length_hint, pooling=pooling)
+                          length_hint=length_hint, pooling=pooling,
+                          disable_dropout=None if dropout is None else not dropout)
         return train_reward(cfg, train, validation, out)
 
     _run(json_out, body, lambda r: _kv_table("reward train", r))

@@ -43,6 +43,11 @@ class RewardTrainConfig(StrictModel):
     (AutoModelForSequenceClassification: [CLS] for encoders, the last token for decoders); 'mean' = the masked
     mean of the last hidden states, as sentence encoders like all-MiniLM-L6-v2 were trained; 'auto' = 'mean'
     for BERT-style encoders, 'head' for decoders (see rluf.reward.pooling)."""
+    disable_dropout: bool = True
+    """Train without dropout, as TRL's RewardConfig does by default. Also a matter of speed on the CPU: PyTorch
+    draws dropout masks one random number at a time, and attention dropout keeps scaled-dot-product attention
+    off its fused kernel. A MiniLM step (32 rows, bf16) took 1.6 s instead of 2.2 s at 128 tokens and 2.5 s
+    instead of 6.7 s at 256 tokens without it (2026-12-01, a 2-core Xeon with AMX)."""
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
@@ -185,6 +190,15 @@ def _read_pairs(path: Path) -> dict[str, list]:
     return cols
 
 
+def disable_dropout(model: Any) -> None:
+    """p = 0 in every dropout layer; attention reads its layer's p as well (BERT: `self.dropout.p`)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path, out: Path) -> dict[str, Any]:
     """Binary P[Love] when the files have `label`; a pairwise (Bradley–Terry) model when they have
     `chosen` and `rejected`. One code path: same template, trainer, checkpoints and folder format."""
@@ -209,6 +223,8 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         tok.pad_token = tok.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
+    if cfg.disable_dropout:
+        disable_dropout(model)
     pooling = resolve_pooling(model, cfg.pooling)
     stderr.print(f"pooling {pooling}")
     model = with_pooling(model, pooling)
