@@ -250,9 +250,14 @@ def test_sample_with_a_shared_prefill_matches_plain_generate(tiny):
             assert s.completion_ids[3 * i + k][s.completion_mask[3 * i + k].bool()].tolist() == want
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 0.8), (1.3, 3, 0.9), (0.9, 2, 1.0)])
-def test_sampler_draws_from_the_distribution_transformers_warpers_define(temperature, top_k, top_p):
-    """The inverse-CDF sampler against transformers' own temperature / top-k / top-p warpers + softmax."""
+@pytest.mark.parametrize("temperature,top_k,top_p,candidates", [
+    (1.0, 0, 1.0, 256), (0.7, 0, 0.8, 256), (1.3, 3, 0.9, 256), (0.9, 2, 1.0, 256),
+    (0.7, 0, 0.8, 2), (1.3, 0, 0.95, 3), (1.3, 4, 0.9, 2),  # the nucleus outgrows the candidates in some rows
+])
+def test_sampler_draws_from_the_distribution_transformers_warpers_define(temperature, top_k, top_p, candidates):
+    """The inverse-CDF sampler against transformers' own temperature / top-k / top-p warpers + softmax, with
+    the nucleus cut among the most likely `candidates` tokens or, where it does not fit there, the whole
+    sorted vocabulary."""
     from transformers.generation.logits_process import (
         TemperatureLogitsWarper,
         TopKLogitsWarper,
@@ -271,7 +276,7 @@ def test_sampler_draws_from_the_distribution_transformers_warpers_define(tempera
     torch.manual_seed(0)
     draws = 40_000
     got = next_tokens(logits.repeat_interleave(draws, 0), SamplingConfig(temperature=temperature, top_k=top_k,
-                                                                         top_p=top_p)).view(2, draws)
+                                                                         top_p=top_p), candidates).view(2, draws)
     freq = torch.stack([torch.bincount(r, minlength=7).float() / draws for r in got])
     assert torch.allclose(freq, want, atol=0.01), (freq, want)
     assert bool((freq[want == 0] == 0).all())  # filtered tokens are never drawn

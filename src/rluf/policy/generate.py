@@ -155,13 +155,24 @@ def eos_token_ids(model: Any, tok: Any) -> list[int]:
     return ids
 
 
-def next_tokens(logits: Any, cfg: SamplingConfig) -> Any:
+TOP_P_CANDIDATES = 256
+"""How many of the most likely tokens `next_tokens` looks at for nucleus sampling before it sorts the whole
+vocabulary (only for rows whose nucleus does not fit in them)."""
+
+
+def next_tokens(logits: Any, cfg: SamplingConfig, candidates: int = TOP_P_CANDIDATES) -> Any:
     """One token per row: greedy, or drawn from softmax(logits / temperature) after top-k and top-p (nucleus)
     filtering, with the semantics of transformers' TopK/TopP warpers.
 
     The draw is by inverse CDF (one uniform per row, a cumulative sum, a binary search) rather than
     `torch.multinomial`, which draws an exponential for every vocabulary entry: 16 × 49k per token, 21 ms of a
     ~200 ms decoding step on this CPU (profiled). Same distribution, same global torch RNG (seeds hold).
+
+    Top-p without sorting the vocabulary: the nucleus is the shortest run of most likely tokens whose mass
+    reaches top_p, so whenever the `candidates` most likely tokens (one `topk`) hold at least top_p, the nucleus
+    lies among them and is cut and sampled there. Measured on 16 × 49k SmolLM2-sized rows: a full descending
+    sort took 111 ms per decoding step, `topk(256)` 8 ms. Rows whose candidates hold less than top_p (very flat
+    distributions) still sort the whole vocabulary.
     """
     import torch
 
@@ -172,14 +183,28 @@ def next_tokens(logits: Any, cfg: SamplingConfig) -> Any:
         kth = logits.topk(cfg.top_k, -1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, -1)
-    if cfg.top_p < 1.0:
-        # Drop a token once the more likely ones already hold top_p of the mass (the most likely always stays).
-        sorted_p, order = probs.sort(-1, descending=True)
+    u = torch.rand((probs.shape[0], 1), device=probs.device)
+    if cfg.top_p >= 1.0:
+        return _draw(probs, u)
+    p, idx = probs.topk(min(candidates, probs.shape[-1]), -1)  # descending
+    fits = p.sum(-1) >= cfg.top_p
+    # Drop a token once the more likely ones already hold top_p of the mass (the most likely always stays).
+    p = p.masked_fill(p.cumsum(-1) - p >= cfg.top_p, 0.0)
+    token = idx.gather(-1, _draw(p, u)[:, None]).squeeze(1)
+    if not bool(fits.all()):
+        flat = ~fits
+        sorted_p, order = probs[flat].sort(-1, descending=True)
         sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= cfg.top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    cdf = probs.cumsum(-1)
-    u = torch.rand((probs.shape[0], 1), device=probs.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
+        token[flat] = order.gather(-1, _draw(sorted_p, u[flat])[:, None]).squeeze(1)
+    return token
+
+
+def _draw(weights: Any, u: Any) -> Any:
+    """Inverse CDF: per row, the first index whose cumulative weight exceeds u × the row's total weight."""
+    import torch
+
+    cdf = weights.cumsum(-1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp(max=weights.shape[-1] - 1)
 
 
 def static_copy(cache: Any, config: Any, max_len: int) -> Any:
