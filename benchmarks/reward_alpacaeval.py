@@ -242,7 +242,8 @@ def main() -> None:
           f"{out['date']}, 2 CPU cores. Train models: {len(sides['train'])}, validation: {len(sides['validation'])}, "
           f"test: {len(sides['test'])} ({len(test):,} answers; no model on two sides{split_note}). P[Love]: "
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
-          f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}; "
+          f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}, "
+          f"dropout {'0.1' if args.dropout else 'off'}; "
           "training "
           f"{t_train / 60:.1f} min.", "",
           "| method (test models) | per-answer AUROC | within-model AUROC (mean) | model Spearman | model Pearson |",
@@ -253,10 +254,13 @@ def main() -> None:
                   f"{fmt(r['model_spearman'])} | {fmt(r['model_pearson'])} |")
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
-               "| date | epochs | max_length | lr | length hint | pooling | AUROC | within-model | Spearman |",
-               "|---|---:|---:|---:|---|---|---:|---:|---:|",
+               "| date | epochs | max_length | lr | length hint | pooling | dropout | AUROC | within-model "
+               "| Spearman |",
+               "|---|---:|---:|---:|---|---|---|---:|---:|---:|",
+               # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
                  f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
+                 f"| {'0.1' if r['args'].get('dropout', 'True') == 'True' else 'off'} "
                  f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
