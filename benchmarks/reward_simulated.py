@@ -144,6 +144,7 @@ def main() -> None:
         f"to 10 % (factor {card['upsample_factor']:.2f}, undone by the prior correction); all-MiniLM-L6-v2, "
         f"{args.epochs} epoch(s) capped at {args.max_steps} steps of 32 (-1: no cap), learning rate "
         f"{args.learning_rate:g}, max_length {args.max_length}, pooling {args.pooling}, "
+        f"dropout {'0.1' if args.dropout else 'off'}, "
         f"bf16 {args.bf16}; training took {t_train / 60:.1f} min.", "",
         "| on the test days | AUROC | PR-AUC | ECE | mean score / base rate | Pearson with length |",
         "|---|---:|---:|---:|---:|---:|",
@@ -165,10 +166,12 @@ def main() -> None:
     ]
     if result.get("previous_runs"):
         md += ["", "Earlier runs (same simulation settings unless noted):", "",
-               "| date | steps | lr | pooling | AUROC | Pearson with the content logit |",
-               "|---|---:|---:|---|---:|---:|",
+               "| date | steps | lr | pooling | dropout | AUROC | Pearson with the content logit |",
+               "|---|---:|---:|---|---|---:|---:|",
+               # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args'].get('max_steps')} | {r['args'].get('learning_rate')} | "
-                 f"{r['args'].get('pooling', 'head')} | {r['auroc']:.4f} | {r['content_pearson']:.3f} |"
+                 f"{r['args'].get('pooling', 'head')} | {'off' if r['args'].get('dropout') is False else '0.1'} | "
+                 f"{r['auroc']:.4f} | {r['content_pearson']:.3f} |"
                  for r in result["previous_runs"]]]
     (out / "reward_simulated.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
