@@ -47,7 +47,8 @@ class RewardTrainConfig(StrictModel):
     """Train without dropout, as TRL's RewardConfig does by default. Also a matter of speed on the CPU: PyTorch
     draws dropout masks one random number at a time, and attention dropout keeps scaled-dot-product attention
     off its fused kernel. A MiniLM step (32 rows, bf16) took 1.6 s instead of 2.2 s at 128 tokens and 2.5 s
-    instead of 6.7 s at 256 tokens without it (2026-12-01, a 2-core Xeon with AMX)."""
+    instead of 6.7 s at 256 tokens without it (2026-12-01, a 2-core Xeon with AMX). Quality, one run each: better
+    on AlpacaEval, a lower taste correlation on a simulated log (0.433 vs 0.483; see the README)."""
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
