@@ -365,7 +365,7 @@ def reward_train(
     dropout: Annotated[bool | None, typer.Option(
         "--dropout/--no-dropout",
         help="Keep the checkpoint's dropout while training (default off, as in TRL's RewardConfig; on the CPU "
-             "dropout also costs 30-60 % of a step).")] = None,
+             "dropout made a MiniLM step 1.4x slower at 128 tokens, 2.7x at 256).")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

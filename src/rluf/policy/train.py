@@ -327,12 +327,12 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     def evaluate(tag: str) -> dict[str, Any]:
         """`eval_samples` sampled answers per held-out prompt: rewards, judge violations, sign-off rate, length."""
         res: dict[str, Any] = {}
+        # The merged copy samples faster than the adapter-wrapped policy (see GenerationMirror); `mirror` is
+        # bound below, before the first evaluation.
+        policy = mirror.refresh() if mirror is not None else model
         for task in tasks:
             refs.ensure(task.holdout, reference_answers, task.rewards)
             ids = encode_prompts(tok, task.holdout, cfg.max_prompt_tokens)
-            # The merged copy samples faster than the adapter-wrapped policy (see GenerationMirror); `mirror` is
-            # bound below, before the first evaluation.
-            policy = mirror.refresh() if mirror is not None else model
             with torch.random.fork_rng():  # a fixed eval seed, without rewinding training's sampling
                 s = sample(policy, tok, ids, cfg.eval_samples, sampling, seed=cfg.seed + 7919)
             total, per, passed, rates = score(task, refs, [task.holdout[i] for i in s.prompt_index], s.texts)
