@@ -206,6 +206,39 @@ def test_resume_after_an_interrupted_run(tiny_backbone, tmp_path):
     assert steps == [2, 4, 6, 8]  # the first run's evaluations were kept, not redone
 
 
+def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
+    """The training and evaluation samplers group rows of similar length, also for preference pairs, whose
+    items hold no `input_ids` for Trainer to measure; a pair costs its longer side."""
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from rluf.reward.train import _Pairs, _Preferences, _trainer_class
+
+    rng = np.random.default_rng(0)
+    enc = lambda n: {"input_ids": [1] * int(n), "attention_mask": [1] * int(n)}  # noqa: E731
+    n_a, n_b = rng.integers(2, 200, 512), rng.integers(2, 200, 512)
+    pairs = _Pairs([enc(n) for n in n_a], [0, 1] * 256, [1.0] * 512)
+    prefs = _Preferences([enc(n) for n in n_a], [enc(n) for n in n_b])
+    assert prefs.lengths() == np.maximum(n_a, n_b).tolist()
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=1)
+
+    def padded(ds, sampler, batch):
+        order, lengths = list(sampler), np.asarray(ds.lengths())
+        return sum(lengths[order[i : i + batch]].max() * len(order[i : i + batch]) for i in range(0, len(order), batch))
+
+    for ds in (pairs, prefs):
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16, use_cpu=True,
+                                 per_device_eval_batch_size=32, train_sampling_strategy="group_by_length",
+                                 report_to="none")
+        trainer = _trainer_class()(model=model, args=args, train_dataset=ds, eval_dataset=ds)
+        train_sampler, eval_sampler = trainer._get_train_sampler(), trainer._get_eval_sampler(ds)
+        assert isinstance(train_sampler, LengthGroupedSampler) and isinstance(eval_sampler, LengthGroupedSampler)
+        assert sorted(train_sampler) == list(range(512))  # every row once
+        random_cost = padded(ds, rng.permutation(512), 16)
+        assert padded(ds, train_sampler, 16) < 0.8 * random_cost
+        assert padded(ds, eval_sampler, 32) < 0.8 * padded(ds, rng.permutation(512), 32)
+
+
 def test_distributed_training_writes_the_folder_once(tiny_backbone, tmp_path):
     """Two CPU processes (gloo) as `accelerate launch` starts them on GPUs: the Trainer shards the batches,
     and only the main process calibrates and writes the folder's metadata and report."""
