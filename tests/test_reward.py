@@ -209,10 +209,11 @@ def test_resume_after_an_interrupted_run(tiny_backbone, tmp_path):
 def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
     """The training and evaluation samplers group rows of similar length, also for preference pairs, whose
     items hold no `input_ids` for Trainer to measure; a pair costs its longer side."""
+    from scipy import stats
     from transformers import AutoModelForSequenceClassification, TrainingArguments
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from rluf.reward.train import _Pairs, _Preferences, _trainer_class
+    from rluf.reward.train import LengthGroupedShuffledSampler, _Pairs, _Preferences, _trainer_class
 
     rng = np.random.default_rng(0)
     enc = lambda n: {"input_ids": [1] * int(n), "attention_mask": [1] * int(n)}  # noqa: E731
@@ -232,10 +233,17 @@ def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
                                  report_to="none")
         trainer = _trainer_class()(model=model, args=args, train_dataset=ds, eval_dataset=ds)
         train_sampler, eval_sampler = trainer._get_train_sampler(), trainer._get_eval_sampler(ds)
-        assert isinstance(train_sampler, LengthGroupedSampler) and isinstance(eval_sampler, LengthGroupedSampler)
-        assert sorted(train_sampler) == list(range(512))  # every row once
+        assert isinstance(train_sampler, LengthGroupedShuffledSampler)
+        assert isinstance(eval_sampler, LengthGroupedSampler)
+        order = list(train_sampler)
+        assert sorted(order) == list(range(512))  # every row once
+        assert order != list(train_sampler)  # a new order every epoch
         random_cost = padded(ds, rng.permutation(512), 16)
-        assert padded(ds, train_sampler, 16) < 0.8 * random_cost
+        assert padded(ds, order, 16) < 0.8 * random_cost
+        # Batches come in random order, not longest to shortest within each megabatch (transformers' order):
+        # a label that follows length would otherwise swing from batch to batch in long runs.
+        batch_max = np.asarray(ds.lengths())[order].reshape(-1, 16).max(1)
+        assert abs(stats.spearmanr(np.arange(len(batch_max)) % 8, batch_max)[0]) < 0.5
         assert padded(ds, eval_sampler, 32) < 0.8 * padded(ds, rng.permutation(512), 32)
 
 
