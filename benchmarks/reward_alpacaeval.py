@@ -99,8 +99,8 @@ def main() -> None:
                     help="P[Love] pooling: the checkpoint's own [CLS] head, or the mean of the last hidden states")
     ap.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=False,
                     help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
-    ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
-                    help="batch rows of similar token length (default on, as `rluf reward train`)")
+    ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
+                    help="batch rows of similar token length (default off, as `rluf reward train`)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
