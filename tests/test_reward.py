@@ -303,8 +303,10 @@ def test_pairwise_model_shares_the_trainer(tiny_backbone, tmp_path):
         return out
 
     tr, va = write(tmp_path / "t.parquet", pairs(256, 0)), write(tmp_path / "v.parquet", pairs(96, 1))
+    # Batches grouped by length: preference pairs need the trainer's own length hook (Trainer cannot measure them).
     res = train_reward(RewardTrainConfig(backbone=str(tiny_backbone), max_length=32, epochs=3, batch_size=16,
-                                         learning_rate=2e-3, warmup_ratio=0.0), tr, va, tmp_path / "m")
+                                         learning_rate=2e-3, warmup_ratio=0.0, group_by_length=True),
+                       tr, va, tmp_path / "m")
     assert res["kind"] == "pairwise" and res["calibration"] is None
     m = res["metrics"]["validation"]
     assert m["pairwise_accuracy"] > 0.9 and set(m["accuracy_by_group"]) == {"a", "b"}
