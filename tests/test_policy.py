@@ -250,6 +250,35 @@ def test_sample_with_a_shared_prefill_matches_plain_generate(tiny):
             assert s.completion_ids[3 * i + k][s.completion_mask[3 * i + k].bool()].tolist() == want
 
 
+def test_prefill_shares_passes_among_similar_lengths_and_matches_one_by_one(tiny, monkeypatch):
+    """Prefixes of similar length share a padded pass (at most 25 % padding); the cache it returns equals
+    running each prefix alone, empty prefixes included."""
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy import generate as G
+
+    lengths = [5, 0, 6, 40, 5, 41, 100]
+    groups = G.prefill_groups(lengths)
+    assert sorted(i for g in groups for i in g) == [0, 2, 3, 4, 5, 6]
+    assert sorted(map(sorted, groups)) == [[0, 2, 4], [3, 5], [6]]
+    for g in groups:
+        assert len(g) * max(lengths[i] for i in g) <= 1.25 * sum(lengths[i] for i in g)
+    assert G.prefill_groups([50] * 10, max_tokens=120) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    g = torch.Generator().manual_seed(0)
+    prefixes = [torch.randint(3, model.config.vocab_size, (n,), generator=g).tolist() for n in lengths]
+    rows = [6, 0, 1, 2, 3, 4, 5, 3]
+    with torch.no_grad():
+        grouped, mask = G.prefill(model, prefixes, rows)
+        monkeypatch.setattr(G, "prefill_groups", lambda n: [[i] for i in range(len(n)) if n[i]])
+        alone, mask_alone = G.prefill(model, prefixes, rows)
+    assert torch.equal(mask, mask_alone) and mask.shape == (8, 100)
+    for a, b in zip(grouped.layers, alone.layers, strict=True):
+        assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+    assert not torch.isnan(grouped.layers[-1].values).any()
+
+
 @pytest.mark.parametrize("temperature,top_k,top_p,candidates", [
     (1.0, 0, 1.0, 256), (0.7, 0, 0.8, 256), (1.3, 3, 0.9, 256), (0.9, 2, 1.0, 256),
     (0.7, 0, 0.8, 2), (1.3, 0, 0.95, 3), (1.3, 4, 0.9, 2),  # the nucleus outgrows the candidates in some rows

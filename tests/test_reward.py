@@ -162,6 +162,27 @@ def test_training_learns_selects_calibrates_and_reports(trained):
     assert set(m["auroc_by_group"]) == {"g1", "g2"}
 
 
+def test_reused_validation_logits_are_the_saved_models(tiny_backbone, tmp_path):
+    """In fp32 the best checkpoint's evaluation logits stand in for a second validation pass: calibration and
+    metrics must equal those from scoring validation with the saved folder."""
+    from rluf.reward.metrics import binary_metrics
+
+    tr, va = write(tmp_path / "t.parquet", make_rows(240, 0)), write(tmp_path / "v.parquet", make_rows(96, 1))
+    res = train_reward(RewardTrainConfig(backbone=str(tiny_backbone), max_length=64, epochs=3, batch_size=16,
+                                         learning_rate=2e-3, warmup_ratio=0.0, bf16=False), tr, va, tmp_path / "m")
+    assert res["validation_logits_reused"] is True
+    rows = pq.read_table(va).to_pylist()
+    rm = RewardModel.load(tmp_path / "m")
+    z = rm.logits([r["prompt"] for r in rows], [r["response"] for r in rows])
+    again = binary_metrics([r["label"] for r in rows], calibrate.apply(z, rm.meta["calibration"]),
+                           [len(r["response"]) for r in rows], [r["group"] for r in rows])
+    for k in ("auroc", "log_loss", "brier", "ece"):
+        assert res["metrics"]["validation"][k] == pytest.approx(again[k], abs=1e-5), k
+    refit = calibrate.fit(z, np.asarray([r["label"] for r in rows]), rm.meta["calibration"]["prior_factor"],
+                          rm.meta["config"]["calibration"])
+    assert refit["a"] == pytest.approx(rm.meta["calibration"]["a"], rel=1e-3)
+
+
 def test_save_load_round_trip_gives_the_same_scores(trained):
     d, _ = trained
     rows = make_rows(40, 5)
@@ -208,10 +229,10 @@ def test_resume_after_an_interrupted_run(tiny_backbone, tmp_path):
 
 def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
     """The training and evaluation samplers group rows of similar length, also for preference pairs, whose
-    items hold no `input_ids` for Trainer to measure; a pair costs its longer side."""
+    items hold no `input_ids` for Trainer to measure; a pair costs its longer side. Evaluation runs in order of
+    length whatever the training order."""
     from scipy import stats
     from transformers import AutoModelForSequenceClassification, TrainingArguments
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from rluf.reward.train import LengthGroupedShuffledSampler, _Pairs, _Preferences, _trainer_class
 
@@ -234,7 +255,8 @@ def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
         trainer = _trainer_class()(model=model, args=args, train_dataset=ds, eval_dataset=ds)
         train_sampler, eval_sampler = trainer._get_train_sampler(), trainer._get_eval_sampler(ds)
         assert isinstance(train_sampler, LengthGroupedShuffledSampler)
-        assert isinstance(eval_sampler, LengthGroupedSampler)
+        assert sorted(eval_sampler) == list(range(512))
+        assert np.all(np.diff(np.asarray(ds.lengths())[eval_sampler]) >= 0)
         order = list(train_sampler)
         assert sorted(order) == list(range(512))  # every row once
         assert order != list(train_sampler)  # a new order every epoch
@@ -245,6 +267,9 @@ def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
         batch_max = np.asarray(ds.lengths())[order].reshape(-1, 16).max(1)
         assert abs(stats.spearmanr(np.arange(len(batch_max)) % 8, batch_max)[0]) < 0.5
         assert padded(ds, eval_sampler, 32) < 0.8 * padded(ds, rng.permutation(512), 32)
+        random_trainer = _trainer_class()(model=model, args=args.__class__(
+            output_dir=str(tmp_path), use_cpu=True, report_to="none"), train_dataset=ds, eval_dataset=ds)
+        assert np.all(np.diff(np.asarray(ds.lengths())[random_trainer._get_eval_sampler(ds)]) >= 0)
 
 
 def test_distributed_training_writes_the_folder_once(tiny_backbone, tmp_path):
