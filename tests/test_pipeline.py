@@ -103,3 +103,19 @@ def test_cli_imports_no_torch():
             "print(any(m in sys.modules for m in ('torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_demo_profile_follows_the_hardware(monkeypatch):
+    """No --profile: the quick budgets where bf16 is fast, the smaller fp32 ones elsewhere; every profile names
+    the same budget keys; an explicit or unknown profile is kept or refused."""
+    import rluf.hardware
+    from rluf.demo import PROFILES, resolve_profile
+
+    monkeypatch.setattr(rluf.hardware, "bf16_is_fast", lambda: True)
+    assert resolve_profile(None) == "quick"
+    monkeypatch.setattr(rluf.hardware, "bf16_is_fast", lambda: False)
+    assert resolve_profile(None) == "quick-fp32" and resolve_profile("quick") == "quick"
+    assert len({frozenset(p) for p in PROFILES.values()}) == 1
+    assert PROFILES["quick-fp32"]["policy_steps"] < PROFILES["quick"]["policy_steps"]
+    with pytest.raises(ValueError, match="unknown profile"):
+        resolve_profile("fast")

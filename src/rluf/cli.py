@@ -816,7 +816,10 @@ def demo(
     days: Annotated[int | None, typer.Option(help="Days of simulated traffic (default: the profile's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     full: Annotated[bool, typer.Option("--full", help="The paper-reproduction budget (longer training, larger "
-                                       "A/B) instead of the 15-minute profile.")] = False,
+                                       "A/B) instead of the 15-minute profile; same as --profile full.")] = False,
+    profile: Annotated[str | None, typer.Option(
+        help="Budgets: quick, quick-fp32 or full (default: quick where the CPU or GPU runs bf16 fast, else "
+        "quick-fp32, whose smaller budgets keep the demo within 15 minutes in fp32).")] = None,
     stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: dataset.")] = None,
     policy_log_users: Annotated[int | None, typer.Option(
         min=0, help="Users of the second simulated deployment, answered by the reference policy (SmolLM2) so "
@@ -829,10 +832,14 @@ def demo(
 
     Example: rluf demo --out demo-out
     """
-    from rluf.demo import run_demo
+    from rluf.demo import PROFILES, run_demo
+
+    if profile is not None and profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}",
+                                 param_hint="--profile")
 
     _run(json_out, lambda: run_demo(out, users=users, days=days, seed=seed, data_dir=data_dir,
-                                    profile="full" if full else "quick", stop_after=stop_after,
+                                    profile="full" if full else profile, stop_after=stop_after,
                                     policy_log_users=policy_log_users), _print_demo)
 
 

@@ -14,7 +14,8 @@
                   love lift of CGPO vs reference with a CI clustered by user and answer; offline vs online correlation
     → DIR/report.md, DIR/report.json, PNG plots
 
-Profiles: `quick` (the default; ~10 min on 2 cores with avx512_bf16, ~25 on AVX2 only) and `full` (the
+Profiles: `quick` (the default where bf16 is fast; 8-15 min on 2 cores with avx512_bf16 or AMX, 25.5 on an AVX2-only
+EPYC), `quick-fp32` (the default elsewhere: smaller budgets that fit 15 minutes in fp32) and `full` (the
 paper-reproduction budget, see benchmarks/paper_repro.py).
 """
 
@@ -49,16 +50,41 @@ PROFILES = {
     # leaves it out: on 2026-12-01 it cost 3.4 of the quick demo's minutes (generating 192 answers), and a
     # 40-step P[Love] learns too little from it to pay for them.
     "quick": {"users": 3000, "days": 7, "reward_steps": 40, "love_steps": 40, "policy_steps": 6,
+              "holdout": (16, 8), "val_pairs": 400,
               "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
               "eval_chat": 32, "eval_safety": 16,
               "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 16, "ab_samples": 2,
               "policies": {"cgpo": "moderate"}},
+    # The quick profile on a CPU that runs bf16 in software (no avx512_bf16 / amx_bf16), where everything runs in
+    # fp32 at about half the speed: on a 2-core AVX2 EPYC (2026-12-01) the quick profile took 25.5 min after this
+    # day's speed-ups (29.7 before; rewards 8.3 min, CGPO 8.9, evaluation 2.5, A/B 5.3). These budgets keep the
+    # whole loop within 15 minutes there: fewer optimiser steps for every model (3 CGPO steps instead of 6), half
+    # the held-out, evaluation and A/B prompts. What it shows is thinner; `rluf demo --profile quick` keeps the
+    # bf16 machines' budgets.
+    "quick-fp32": {"users": 3000, "days": 7, "reward_steps": 16, "love_steps": 24, "policy_steps": 3,
+                   "holdout": (8, 4), "val_pairs": 200,
+                   "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
+                   "eval_chat": 16, "eval_safety": 8,
+                   "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 8, "ab_samples": 2,
+                   "policies": {"cgpo": "moderate"}},
     "full": {"users": 15000, "days": 7, "reward_steps": 100, "love_steps": 300, "policy_steps": 12,
+             "holdout": (16, 8), "val_pairs": 400,
              "policy_log_users": 7500, "policy_log_prompts_per_segment": 64, "policy_log_samples": 2,
              "eval_chat": 48, "eval_safety": 24,
              "ab_users": 6000, "ab_days": 4, "ab_prompts_per_segment": 24, "ab_samples": 3,
              "policies": {"moderate": "moderate", "aggressive": "aggressive", "cgpo": "cgpo_cpu"}},
 }
+
+
+def resolve_profile(profile: str | None) -> str:
+    """None = 'quick', or 'quick-fp32' where bf16 is not fast (see rluf.hardware)."""
+    from rluf.hardware import bf16_is_fast
+
+    if profile is None:
+        return "quick" if bf16_is_fast() else "quick-fp32"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    return profile
 
 
 def _stage(i: int, n: int, what: str) -> None:
@@ -97,7 +123,7 @@ def style_answers(spec: str, prompts: list[str], task: list[str], seed: int) -> 
 
 
 def run_demo(out: Path, users: int | None = None, days: int | None = None, seed: int = 0,
-             data_dir: Path | None = None, profile: str = "quick", stop_after: str | None = None,
+             data_dir: Path | None = None, profile: str | None = None, stop_after: str | None = None,
              policy_log_users: int | None = None) -> dict[str, Any]:
     from rluf.data import DatasetConfig, build_dataset
     from rluf.paths import DEFAULT_DATA_DIR, data_dir_available
@@ -105,8 +131,11 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     from rluf.store import connect
     from rluf.store.ingest import ingest
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    auto = profile is None
+    profile = resolve_profile(profile)
+    if auto and profile == "quick-fp32":
+        stderr.print("[yellow]this CPU runs bf16 in software: profile quick-fp32 (smaller budgets, fp32) keeps the "
+                     "demo within 15 minutes; --profile quick for the full quick budgets[/yellow]")
     P = dict(PROFILES[profile])
     P["users"] = users or P["users"]
     P["days"] = days or P["days"]
@@ -164,7 +193,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
 
     models = out / "models"
     rewards = train_demo_rewards(models, out / "dataset", data_dir, steps=P["reward_steps"],
-                                 love_steps=P["love_steps"], seed=seed)
+                                 love_steps=P["love_steps"], seed=seed, val_pairs=P["val_pairs"])
     lap("rewards", t)
 
     t = time.perf_counter()
@@ -173,7 +202,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     trained: dict[str, Any] = {}
     for arm, config in P["policies"].items():
         _stage(5, n, f"policy update {arm!r}: {P['policy_steps']} steps of configs/{config}.yaml")
-        cfg = policy_config(config, models, P["policy_steps"])
+        cfg = policy_config(config, models, P["policy_steps"], P["holdout"])
         cfg = cfg.model_copy(update={"data_dir": str(data_dir), "seed": seed})
         trained[arm] = train_policy(cfg, out / "policies" / arm)
         shutil.rmtree(out / "policies" / arm / "checkpoints", ignore_errors=True)  # the final folder is used

@@ -59,8 +59,8 @@ def builtin_pairs(kind: str, seed: int = 0) -> pa.Table:
 
 
 def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int = 60, seed: int = 0,
-                       love_steps: int | None = None) -> dict[str, Any]:
-    """P[Love] for `love_steps` (default: `steps`), each pairwise model for `steps`."""
+                       love_steps: int | None = None, val_pairs: int = 400) -> dict[str, Any]:
+    """P[Love] for `love_steps` (default: `steps`), each pairwise model for `steps`, validated on `val_pairs`."""
     from rluf.paths import data_dir_available
     from rluf.reward.pairs import alpacaeval_pairs, hh_pairs
     from rluf.reward.train import RewardTrainConfig, train_reward
@@ -83,7 +83,7 @@ def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int 
         d = out / f"{kind}-data"
         d.mkdir(parents=True, exist_ok=True)
         pq.write_table(tr, d / "train.parquet")
-        pq.write_table(va.slice(0, 400), d / "validation.parquet")
+        pq.write_table(va.slice(0, val_pairs), d / "validation.parquet")
         stderr.print(f"  {kind}: pairwise on {src} ({tr.num_rows} train pairs)")
         res[kind] = train_reward(RewardTrainConfig(max_length=128, max_steps=steps, batch_size=16, **common),
                                  d / "train.parquet", d / "validation.parquet", out / kind)
