@@ -112,8 +112,8 @@ def main() -> None:
     def our_step() -> None:
         t = time.perf_counter()
         model.train()
-        row = run_task_step(cfg, task, model, ref, tok, tok.pad_token_id, refs, sampling, reference_answers,
-                            task.next_batch(rng), mirror)
+        row = run_task_step(cfg, task, model, ref, tok, tok.pad_token_id, refs, sampling, reference_answers, rng,
+                            mirror)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

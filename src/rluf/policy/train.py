@@ -368,10 +368,13 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         say(f"resumed from {resume_dir} at step {start}")
 
     mirror = GenerationMirror(model) if ref is None else None
-    # The reference answers of every prompt this run will train on, generated up front in full batches:
-    # generated step by step they come 4 at a time, and decoding a batch of 16 costs little more than 4.
-    for task, planned in zip(tasks, _planned_batches(tasks, cfg.seed, start, cfg.max_steps), strict=True):
-        refs.ensure(planned, reference_answers, task.rewards)
+    # The reference answers of every prompt this run will train on, generated up front in full batches, all
+    # tasks' together: generated step by step they come 4 at a time, and decoding a batch of 16 costs little
+    # more than 4.
+    planned = _planned_batches(tasks, cfg.seed, start, cfg.max_steps)
+    refs.ensure([p for prompts in planned for p in prompts], reference_answers, [])
+    for task, prompts in zip(tasks, planned, strict=True):
+        refs.ensure(prompts, reference_answers, task.rewards)
     initial = state.get("initial_eval") or evaluate("start")
     writers = _loggers(cfg, out)
     columns = _log_columns(cfg)
@@ -394,15 +397,10 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     model.train()
     try:
         for step in range(start, cfg.max_steps):
-            # Every task's prompts first (only next_batch draws from `rng`: the sequence is unchanged), so their
-            # reference answers come from one batched generation instead of one small one per task: on a 2-core
-            # AVX2 CPU 4 greedy rows took ~13 s, about what 8 take.
-            batches = [task.next_batch(rng) for task in tasks]
-            refs.ensure([p for b in batches for p in b], reference_answers, [])
-            for task, prompts in zip(tasks, batches, strict=True):
+            for task in tasks:
                 task_t = time.perf_counter()
-                row = run_task_step(cfg, task, model, ref, tok, pad, refs, sampling, reference_answers, prompts,
-                                    mirror, wrapped, acc.backward)
+                row = run_task_step(cfg, task, model, ref, tok, pad, refs, sampling, reference_answers, rng, mirror,
+                                    wrapped, acc.backward)
                 row.update(step=step + 1, task=task.cfg.name, seconds=round(time.perf_counter() - task_t, 2))
                 log_writer.writerow({k: row.get(k, "") for k in columns})
                 last[task.cfg.name] = row
@@ -442,10 +440,10 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
 
 
 def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any, tok: Any, pad: int,
-                  refs: ReferenceCache, sampling: SamplingConfig, reference_answers: Any, prompts: list[str],
+                  refs: ReferenceCache, sampling: SamplingConfig, reference_answers: Any, rng: random.Random,
                   mirror: GenerationMirror | None = None, wrapped: Any = None, backward: Any = None
                   ) -> dict[str, Any]:
-    """Sample, score, judge and back-propagate one task's batch of prompts; returns its log row. `wrapped` is the
+    """Sample, score, judge and back-propagate one task's batch; returns its log row. `wrapped` is the
     model as accelerate prepared it (gradient sync); `model` the plain one (sampling, adapter switch)."""
     import torch
 
@@ -454,6 +452,7 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
     from rluf.policy import losses
 
     tc = task.cfg
+    prompts = task.next_batch(rng)
     refs.ensure(prompts, reference_answers, task.rewards)
     p_ids = encode_prompts(tok, prompts, cfg.max_prompt_tokens)
     t0 = time.perf_counter()
