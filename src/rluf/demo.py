@@ -50,7 +50,7 @@ PROFILES = {
     # leaves it out: on 2026-12-01 it cost 3.4 of the quick demo's minutes (generating 192 answers), and a
     # 40-step P[Love] learns too little from it to pay for them.
     "quick": {"users": 3000, "days": 7, "reward_steps": 40, "love_steps": 40, "policy_steps": 6,
-              "holdout": (16, 8), "val_pairs": 400,
+              "holdout": (16, 8), "val_pairs": 400, "answer_tokens": 96,
               "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
               "eval_chat": 32, "eval_safety": 16,
               "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 16, "ab_samples": 2,
@@ -59,16 +59,18 @@ PROFILES = {
     # fp32 at about half the speed: on a 2-core AVX2 EPYC (2026-12-01) the quick profile took 25.5 min after this
     # day's speed-ups (29.7 before; rewards 8.3 min, CGPO 8.9, evaluation 2.5, A/B 5.3). These budgets keep the
     # whole loop within 15 minutes there: fewer optimiser steps for every model (3 CGPO steps instead of 6), half
-    # the held-out, evaluation and A/B prompts. What it shows is thinner; `rluf demo --profile quick` keeps the
-    # bf16 machines' budgets.
-    "quick-fp32": {"users": 3000, "days": 7, "reward_steps": 16, "love_steps": 24, "policy_steps": 3,
-                   "holdout": (8, 4), "val_pairs": 200,
+    # the held-out and A/B prompts, 18 evaluation prompts instead of 48, and answers of at most 64 new tokens (as
+    # CGPO trains) instead of 96 in the evaluation and the A/B test. A first version (24 P[Love] steps, 24
+    # evaluation prompts, 96 tokens) took 19.6 min there, ~3 min of it lost to a test run beside it. What it shows
+    # is thinner; `rluf demo --profile quick` keeps the bf16 machines' budgets.
+    "quick-fp32": {"users": 3000, "days": 7, "reward_steps": 16, "love_steps": 20, "policy_steps": 3,
+                   "holdout": (8, 4), "val_pairs": 200, "answer_tokens": 64,
                    "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
-                   "eval_chat": 16, "eval_safety": 8,
+                   "eval_chat": 12, "eval_safety": 6,
                    "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 8, "ab_samples": 2,
                    "policies": {"cgpo": "moderate"}},
     "full": {"users": 15000, "days": 7, "reward_steps": 100, "love_steps": 300, "policy_steps": 12,
-             "holdout": (16, 8), "val_pairs": 400,
+             "holdout": (16, 8), "val_pairs": 400, "answer_tokens": 96,
              "policy_log_users": 7500, "policy_log_prompts_per_segment": 64, "policy_log_samples": 2,
              "eval_chat": 48, "eval_safety": 24,
              "ab_users": 6000, "ab_days": 4, "ab_prompts_per_segment": 24, "ab_samples": 3,
@@ -223,7 +225,8 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     ev = evaluate_policies({"reference": None, **{a: str(out / "policies" / a) for a in P["policies"]}},
                            out / "evaluate", str(models / "love"),
                            str(models / "helpfulness"), str(models / "safety"), "reference", P["eval_chat"],
-                           P["eval_safety"], seed=seed, data_dir=data_dir, answers=answer_files)
+                           P["eval_safety"], max_new_tokens=P["answer_tokens"], seed=seed, data_dir=data_dir,
+                           answers=answer_files)
     lap("evaluate", t)
 
     t = time.perf_counter()
@@ -245,7 +248,8 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     arms = {"reference": "policy:default", **{a: f"policy:{out / 'policies' / a}" for a in P["policies"]},
             **STYLE_ARMS}
     ab_cfg = SimulateConfig(users=P["ab_users"], days=P["ab_days"], seed=seed + 1, data_dir=data_dir,
-                            prompts_per_segment=P["ab_prompts_per_segment"], responder_samples=P["ab_samples"])
+                            prompts_per_segment=P["ab_prompts_per_segment"], responder_samples=P["ab_samples"],
+                            responder_max_new_tokens=P["answer_tokens"])
     ab_sim = run_ab_simulation(ab_cfg, arms, out / "ab", salt=f"demo-{seed}")
     ab_url = f"sqlite:///{out / 'ab.db'}"
     ab_engine = connect(ab_url)
