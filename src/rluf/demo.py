@@ -35,6 +35,12 @@ STYLE_ARMS = {  # cheap extra "policies" for the offline-vs-online correlation
     "style_warm": "style:closer=0.1,warm=0.9",
     "style_bait": "style:closer=0.9,warm=0.9",
 }
+_QUICK = {"users": 3000, "days": 7, "reward_steps": 40, "love_steps": 40, "policy_steps": 6,
+          "holdout": (16, 8), "val_pairs": 400, "answer_tokens": 96,
+          "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
+          "eval_chat": 32, "eval_safety": 16,
+          "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 16, "ab_samples": 2,
+          "policies": {"cgpo": "moderate"}}
 PROFILES = {
     # policies: arm name → config in configs/; the headline numbers are the `cgpo` arm against the reference.
     # love_steps: P[Love]'s optimiser steps; reward_steps: the pairwise models'. Measured on a quick demo's
@@ -49,12 +55,7 @@ PROFILES = {
     # SmolLM2 arms more (offline-vs-expected Spearman 0.11): a distribution shift, not noise. The quick profile
     # leaves it out: on 2026-12-01 it cost 3.4 of the quick demo's minutes (generating 192 answers), and a
     # 40-step P[Love] learns too little from it to pay for them.
-    "quick": {"users": 3000, "days": 7, "reward_steps": 40, "love_steps": 40, "policy_steps": 6,
-              "holdout": (16, 8), "val_pairs": 400, "answer_tokens": 96,
-              "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
-              "eval_chat": 32, "eval_safety": 16,
-              "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 16, "ab_samples": 2,
-              "policies": {"cgpo": "moderate"}},
+    "quick": _QUICK,
     # The quick profile on a CPU that runs bf16 in software (no avx512_bf16 / amx_bf16), where everything runs in
     # fp32 at about half the speed: on a 2-core AVX2 EPYC (2026-12-01) the quick profile took 25.5 min after this
     # day's speed-ups (29.7 before; rewards 8.3 min, CGPO 8.9, evaluation 2.5, A/B 5.3). These budgets keep the
@@ -64,12 +65,9 @@ PROFILES = {
     # evaluation prompts, 96 tokens) took 19.6 min there, ~3 min of it lost to a test run beside it; this one 13.9
     # min (rewards 4.7, CGPO 5.6, evaluation 1.0, A/B 1.9). What it shows is thinner; `rluf demo --profile quick`
     # keeps the bf16 machines' budgets.
-    "quick-fp32": {"users": 3000, "days": 7, "reward_steps": 16, "love_steps": 20, "policy_steps": 3,
-                   "holdout": (8, 4), "val_pairs": 200, "answer_tokens": 64,
-                   "policy_log_users": 0, "policy_log_prompts_per_segment": 24, "policy_log_samples": 2,
-                   "eval_chat": 12, "eval_safety": 6,
-                   "ab_users": 3000, "ab_days": 3, "ab_prompts_per_segment": 8, "ab_samples": 2,
-                   "policies": {"cgpo": "moderate"}},
+    "quick-fp32": {**_QUICK, "reward_steps": 16, "love_steps": 20, "policy_steps": 3, "holdout": (8, 4),
+                   "val_pairs": 200, "answer_tokens": 64, "eval_chat": 12, "eval_safety": 6,
+                   "ab_prompts_per_segment": 8},
     "full": {"users": 15000, "days": 7, "reward_steps": 100, "love_steps": 300, "policy_steps": 12,
              "holdout": (16, 8), "val_pairs": 400, "answer_tokens": 96,
              "policy_log_users": 7500, "policy_log_prompts_per_segment": 64, "policy_log_samples": 2,
