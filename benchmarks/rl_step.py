@@ -54,7 +54,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rluf.hardware import keep_freed_memory
+    from rluf.hardware import keep_freed_memory, probe
     from rluf.policy.config import PolicyTrainConfig
     from rluf.policy.generate import SamplingConfig
     from rluf.policy.model import load_tokenizer, prepare_default_policy
@@ -70,6 +70,8 @@ def main() -> None:
 
     # RLUF_KEEP_FREED_MEMORY=1: process-wide, so TRL's steps get it too (same allocator on both sides).
     freed_memory_kept = keep_freed_memory()
+    # How fast this machine is at compute and at streaming weights: runs on different machines differ by 2x.
+    machine_probe = probe()
     torch.manual_seed(0)
     base = prepare_default_policy()
     n_prompts = args.steps * args.prompts_per_step
@@ -184,7 +186,7 @@ def main() -> None:
                   "temperature": temperature, "steps": args.steps, "warmup_steps_excluded": 1,
                   "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                   "bf16_fast": bf16, "date": time.strftime("%Y-%m-%d"),
-                  "malloc_keeps_freed_memory": freed_memory_kept},
+                  "malloc_keeps_freed_memory": freed_memory_kept, "machine_probe": machine_probe},
         "note": args.note,
     }
     # Keep the headline of earlier committed runs: machines of this project differ (bf16 hardware or not), and
@@ -202,6 +204,11 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
+def _probe_line(p: dict) -> str:
+    return (f"Machine (`rluf hardware`): fp32 matmul {p['fp32_gflops']} GFLOP/s, bf16 {p['bf16_gflops']} GFLOP/s, "
+            f"memory copy {p['copy_gbps']} GB/s, decode-shaped weights streamed at {p['decode_gbps']} GB/s.")
+
+
 def write_markdown(result: dict, out: Path) -> None:
     setup, ours, trl = result["setup"], result["ours"], result["trl"]
     history = []
@@ -216,6 +223,7 @@ def write_markdown(result: dict, out: Path) -> None:
         f"{setup['date']}, {setup['torch_threads']} threads. {setup['model']}, {setup['prompts_per_step']} prompts "
         f"× K={setup['k']}, {setup['max_new_tokens']} new tokens, temperature {setup['temperature']}; "
         f"{setup['steps']} steps each, interleaved, first excluded; medians.", "",
+        *([_probe_line(setup["machine_probe"]), ""] if setup.get("machine_probe") else []),
         "| | s/step | generated tokens/s | generate | reward + judges | log-probs + backward |",
         "|---|---:|---:|---:|---:|---:|",
         f"| rluf CRPG | {ours['seconds_per_step']:.2f} | {ours['generated_tokens_per_s']:.1f} | "

@@ -29,3 +29,20 @@ def test_keep_freed_memory_is_opt_in_and_stops_mmap(monkeypatch):
     big = np.ones(40_000_000 // 8)  # above glibc's 32 MB mmap ceiling: by default its own mmap
     assert libc.mallinfo2().hblkhd == mapped  # ... now from the heap
     assert float(big.sum()) == 5_000_000
+
+
+def test_hardware_command_reports_measured_speeds_and_the_demo_profile():
+    import json
+
+    from typer.testing import CliRunner
+
+    from rluf.cli import app
+    from rluf.demo import resolve_profile
+
+    res = CliRunner().invoke(app, ["hardware", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    for key in ("fp32_gflops", "bf16_gflops", "copy_gbps", "decode_gbps"):
+        assert out[key] > 0, key
+    assert out["demo_profile"] == resolve_profile(None)
+    assert out["bf16_fast"] == (out["demo_profile"] == "quick")

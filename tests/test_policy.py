@@ -480,3 +480,46 @@ def test_sliding_window_models_decode_like_plain_generate(tmp_path):
             assert s.completion_ids[2 * i + k][s.completion_mask[2 * i + k].bool()].tolist() == want
     with pytest.raises(ValueError, match="sliding-window attention \\(window 6 tokens\\)"):
         sample(model(6), tok, ids, 2, greedy)
+
+
+def test_packed_linears_match_plain_ones_and_follow_weight_updates(tiny):
+    """oneDNN-packed fp32 layers (rluf.policy.packed): same logits and greedy answers as the plain model, a
+    repack after the weights are written, gradients through the plain path, and no packing outside fp32."""
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy.generate import SamplingConfig, encode_prompts, sample
+    from rluf.policy.model import load_tokenizer
+    from rluf.policy.packed import PackedLinear, pack_linears, packing_available
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    packed = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    if not packing_available(packed.lm_head.weight):
+        pytest.skip("this torch build has no oneDNN (mkldnn) linear")
+    n_linear = sum(type(m) is torch.nn.Linear for m in packed.modules())
+    assert pack_linears(packed) == n_linear > 0
+    assert isinstance(packed.lm_head, PackedLinear) and packed.lm_head.weight is packed.model.embed_tokens.weight
+    assert packed.state_dict().keys() == plain.state_dict().keys()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.inference_mode():
+        assert torch.allclose(plain(input_ids=ids).logits, packed(input_ids=ids).logits, atol=1e-5)
+    tok = load_tokenizer(tiny["policy"])
+    p_ids = encode_prompts(tok, ["hello", "tell me about the sky please"])
+    greedy = SamplingConfig(max_new_tokens=8, temperature=0)
+    assert sample(plain, tok, p_ids, 2, greedy).texts == sample(packed, tok, p_ids, 2, greedy).texts
+
+    # weights written in place (as the sampling copy's refresh does): the packed copy follows
+    with torch.no_grad():
+        for a, b in zip(plain.parameters(), packed.parameters(), strict=True):
+            noise = torch.randn_like(a) * 0.1
+            a.add_(noise)
+            b.add_(noise)
+        assert torch.allclose(plain(input_ids=ids).logits, packed(input_ids=ids).logits, atol=1e-5)
+
+    # with gradients the plain matmul runs, and the gradient is the plain one
+    layer = packed.model.layers[0].mlp.up_proj
+    x = torch.randn(3, layer.in_features, requires_grad=True)
+    layer(x).sum().backward()
+    want = torch.ones(3, layer.out_features) @ layer.weight
+    assert torch.allclose(x.grad, want, atol=1e-5)
+
+    assert pack_linears(AutoModelForCausalLM.from_pretrained(tiny["policy"], dtype=torch.bfloat16)) == 0

@@ -862,6 +862,23 @@ def _print_demo(res: dict[str, Any]) -> None:
     c.print(f"files in {res['out']}; store {res['db']}")
 
 
+@app.command()
+def hardware(json_out: JsonOpt = False) -> None:
+    """What this machine runs fast, measured in about two seconds: fp32 and bf16 matmul GFLOP/s, memory copy
+    and decode-shaped weight streaming GB/s, and the demo profile it gets. Benchmarks and `rluf demo` record
+    the same numbers, so timings from different machines can be compared.
+
+    Example: rluf hardware --json
+    """
+    def run() -> dict[str, Any]:
+        from rluf.demo import resolve_profile
+        from rluf.hardware import probe
+
+        return {**probe(), "demo_profile": resolve_profile(None)}
+
+    _run(json_out, run, lambda r: _kv_table("hardware", r))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     from rluf.hardware import keep_freed_memory
 

@@ -138,6 +138,9 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
         stderr.print("[yellow]this CPU runs bf16 in software: profile quick-fp32 (smaller budgets, fp32) keeps the "
                      "demo within 15 minutes; --profile quick for the full quick budgets[/yellow]")
     P = dict(PROFILES[profile])
+    from rluf.hardware import probe
+
+    machine = probe()  # ~2 s: lets this run's timings be compared with runs on other machines
     P["users"] = users or P["users"]
     P["days"] = days or P["days"]
     P["policy_log_users"] = P["policy_log_users"] if policy_log_users is None else policy_log_users
@@ -182,8 +185,8 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     # Positives upsampled to 10 % as the paper trains; the factor in the card undoes it for P[Love].
     card = build_dataset(engine, DatasetConfig(signal="love", upsample_to=0.1), out / "dataset")
     lap("dataset", t)
-    result: dict[str, Any] = {"out": str(out), "db": db_url, "profile": profile, "simulate": sim, "ingest": ing,
-                              "card": card}
+    result: dict[str, Any] = {"out": str(out), "db": db_url, "profile": profile, "machine": machine,
+                              "simulate": sim, "ingest": ing, "card": card}
     if stop_after == "dataset":
         result["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         return result
@@ -294,6 +297,12 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     return result
 
 
+def _machine_line(m: dict[str, Any]) -> str:
+    return (f"Machine (`rluf hardware`): {m['torch_threads']} threads, fp32 matmul {m['fp32_gflops']} GFLOP/s, bf16 "
+            f"{m['bf16_gflops']} GFLOP/s ({'fast' if m['bf16_fast'] else 'emulated: fp32 is used'}), memory copy "
+            f"{m['copy_gbps']} GB/s, decode-shaped weights streamed at {m['decode_gbps']} GB/s.")
+
+
 def _signoff_by_arm(interactions: Path) -> dict[str, float]:
     """Share of the answers each arm showed its users that end with a sign-off / love-bait closer."""
     from rluf.policy.judges import signoff_found
@@ -349,6 +358,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         "# rluf demo report", "",
         f"Profile `{r['profile']}`, {r['elapsed_s'] / 60:.1f} min on this machine. Everything below was measured "
         "in this run.", "",
+        *([_machine_line(r["machine"]), ""] if r.get("machine") else []),
         _log_line(r), "",
         "## A/B test (simulated users, randomised by user)", "",
         f"CGPO policy vs reference (SmolLM2-135M-Instruct): love lift **{ab['lift']:+.1%}** per impression, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 
 @lru_cache(maxsize=1)
@@ -63,3 +64,54 @@ def keep_freed_memory() -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def probe(size: int = 512, stream_mb: int = 192) -> dict[str, float | bool | int]:
+    """About two seconds of measurements that say how fast this machine runs what rluf runs, so that timings
+    taken on different machines can be compared (the RL-step benchmark and `rluf demo` record it).
+
+    - `fp32_gflops` / `bf16_gflops`: a size² matmul (compute-bound work: reward-model training, prefill,
+      the log-prob passes).
+    - `copy_gbps`: a 256 MB tensor copied into another, bytes read + written per second.
+    - `decode_gbps`: 16 rows times fp32 weights of SmolLM2's MLP shape (1536 × 576), `stream_mb` of them, so
+      that the weights come from memory and not from cache, as in decoding: weight bytes per second. Decoding
+      a 135M model in fp32 reads ~540 MB of weights per token, so this bounds tokens per second per batch.
+      Measured on a 2-core AVX2-only AMD EPYC VM (2026-12-01): copy 3.4 GB/s, and 16-row decoding of SmolLM2
+      at ~0.3 s per token, i.e. ~2 GB/s of weights — memory, not arithmetic, set the pace there.
+    """
+    import time
+
+    import torch
+
+    def rate(fn: Any, work: float, budget_s: float = 0.4) -> float:
+        fn()  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= budget_s:
+                return work * n / dt
+
+    a = torch.randn(size, size)
+    b16 = a.bfloat16()
+    flops = 2 * size**3
+    # An emulated bf16 matmul runs ~300x slower: one repeat is enough to tell.
+    bf16 = rate(lambda: b16 @ b16, flops, budget_s=0.4 if bf16_is_fast() else 0.0)
+    src = torch.ones(64 * 2**20)  # 256 MB of fp32, copied into memory already touched (no page faults)
+    dst = torch.empty_like(src)
+    weights = [torch.randn(1536, 576) for _ in range(max(1, stream_mb * 2**20 // (1536 * 576 * 4)))]
+    x = torch.randn(16, 576)
+
+    def stream() -> None:
+        for w in weights:
+            torch.nn.functional.linear(x, w)
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "bf16_fast": bf16_is_fast(),
+        "fp32_gflops": round(rate(lambda: a @ a, flops) / 1e9, 1),
+        "bf16_gflops": round(bf16 / 1e9, 1),
+        "copy_gbps": round(rate(lambda: dst.copy_(src), 2 * src.numel() * 4) / 1e9, 2),
+        "decode_gbps": round(rate(stream, sum(w.numel() * 4 for w in weights)) / 1e9, 2),
+    }

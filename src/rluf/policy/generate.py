@@ -381,6 +381,9 @@ class PolicyGenerator:
         model, tok = load_policy(spec, dtype=dtype or default_dtype())
         if hasattr(model, "merge_and_unload"):  # an adapter: merge for generation (no LoRA matmuls per token)
             model = model.merge_and_unload()
+        from rluf.policy.packed import pack_linears
+
+        pack_linears(model)  # fp32 on the CPU: oneDNN-packed weights (rluf.policy.packed)
         return cls(model, tok, name=kw.pop("name", None) or Path(resolve_policy(spec)).name, **kw)
 
     def generate(self, prompts: list[Prompt], n: int = 1, seed: int | None = None, progress: str | None = None,

@@ -118,8 +118,11 @@ class GenerationMirror:
     def __init__(self, peft_model: Any):
         import copy
 
+        from rluf.policy.packed import pack_linears
+
         self.model = copy.deepcopy(peft_model).merge_and_unload().eval()
         self.model.requires_grad_(False)
+        pack_linears(self.model)  # fp32 on the CPU: oneDNN-packed weights sample faster (rluf.policy.packed)
         mine = dict(self.model.named_modules())
         self.pairs = []
         for name, module in peft_model.named_modules():
@@ -133,6 +136,8 @@ class GenerationMirror:
             for lora, target in self.pairs:
                 delta = sum(lora.get_delta_weight(a) for a in lora.active_adapters)
                 target.weight.copy_((lora.base_layer.weight.float() + delta.float()).to(target.weight.dtype))
+                if hasattr(target, "invalidate"):  # a packed layer repacks on its next call
+                    target.invalidate()
         return self.model
 
 
@@ -216,6 +221,7 @@ def setup_model(cfg: PolicyTrainConfig, resume_dir: Path | None) -> tuple[Any, A
     from transformers import AutoModelForCausalLM
 
     from rluf.policy.model import load_tokenizer, resolve_policy
+    from rluf.policy.packed import pack_linears
 
     base = resolve_policy(cfg.policy)
     tok = load_tokenizer(base)
@@ -238,6 +244,7 @@ def setup_model(cfg: PolicyTrainConfig, resume_dir: Path | None) -> tuple[Any, A
         # Full fine-tuning: a separate frozen copy is the reference.
         ref = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
         ref.requires_grad_(False)
+        pack_linears(ref)  # inference only (rluf.policy.packed)
         if resume_dir is not None:
             model = AutoModelForCausalLM.from_pretrained(str(resume_dir / "model"), dtype=torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id

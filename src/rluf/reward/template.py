@@ -89,8 +89,10 @@ class PairTemplate:
     def tokenize(self, tok, prompts: list[str], responses: list[str]
                  ) -> list[tuple[list[int], list[int], list[int]]]:
         """Per pair: prompt ids, response ids and length-hint ids (empty when off), before the cut."""
-        ps = tok(list(prompts), add_special_tokens=False)["input_ids"]
-        rs = tok(list(responses), add_special_tokens=False)["input_ids"]
+        # verbose=False: texts longer than the model are expected here (the template cuts them next); the
+        # tokenizer's "sequence length is longer than the specified maximum" warning would only alarm users.
+        ps = tok(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
+        rs = tok(list(responses), add_special_tokens=False, verbose=False)["input_ids"]
         hints = (tok([length_hint_text(r) for r in responses], add_special_tokens=False)["input_ids"]
                  if self.length_hint else [[]] * len(rs))
         return [(p, r, h) for p, r, h in zip(ps, rs, hints, strict=True)]
