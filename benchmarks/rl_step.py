@@ -261,6 +261,19 @@ def write_markdown(result: dict, out: Path) -> None:
         "of its 49k-wide output, with one fused fp32 log-softmax (the profiler put the logits passes at ~1.5 s "
         "of a 10 s step): three interleaved timings of the log-prob passes gave 8.96/9.20/9.04 s before and "
         "8.91/7.83/9.52 s after — no gain beyond noise.", "",
+        "## Profiled on a 2-core AMD EPYC with AVX2 only (2026-12-01, fp32)", "",
+        "- Decoding is bound by the matmul kernel, not by memory: 16 rows through SmolLM2-shaped fp32 weights "
+        "streamed from memory ran at ~2.6-3 GB/s of weights with `F.linear` (MKL), while a tensor copy ran at "
+        "15-19 GB/s (`rluf hardware`; an earlier reading of 3.4 GB/s was a copy into fresh pages, i.e. page "
+        "faults). The same weights reordered once for oneDNN (`torch.ops.mkldnn._reorder_linear_weight`, then "
+        "`_linear_pointwise`) ran a 1536 x 576 layer in 0.68 ms instead of 1.39 ms at 16 rows (1.2 vs 2.3 ms at 64, "
+        "1.1-1.4x at 512-2,048 rows) and the 49k-wide output layer in 17 ms instead of 62 ms; MKL's own packed "
+        "sgemm gained 1.2-1.5x, bf16 or fp16 weights were slower (no native bf16 here), int8 weight-only far "
+        "slower. rluf's inference copies now use the oneDNN path in fp32 (`rluf.policy.packed`): sampling 16 x 64 "
+        "tokens 12.7-13.4 s instead of 18.4-18.7 s.",
+        "- An A/B of our generation against the code of the 2026-11-30 AVX2 run (0.52) on this machine: 20.9-21.7 s "
+        "(old) and 19.7-24.4 s (new, before the packing) per 16 x 64 sample, one run each with different prompt "
+        "draws: it points at the machine, not the code, for the rise from 0.52 to 0.70.", "",
         "## Profiled again on a 2-core AMD EPYC with avx512_bf16 (2026-12-01, bf16)", "",
         "- Log-prob passes: under torch.profiler the policy + reference forward spent ~1.2 s of 3.7 s on the "
         "49k-wide logits (the temperature division 340 ms, logsumexp's separate max / subtract / exp / sum "

@@ -523,3 +523,27 @@ def test_packed_linears_match_plain_ones_and_follow_weight_updates(tiny):
     assert torch.allclose(x.grad, want, atol=1e-5)
 
     assert pack_linears(AutoModelForCausalLM.from_pretrained(tiny["policy"], dtype=torch.bfloat16)) == 0
+
+
+def test_one_sample_call_for_several_tasks_splits_into_each_tasks_own(tiny):
+    """sample_tasks draws every task's batch in one call (n per prompt may differ); each task's share holds
+    its own prompts' rows, indexed within the task, with the answers separate calls would give (greedy)."""
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy.generate import SamplingConfig, encode_prompts, sample
+    from rluf.policy.model import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    tok = load_tokenizer(tiny["policy"])
+    chat = encode_prompts(tok, ["hello", "tell me about the sky and the water please"])
+    safety = encode_prompts(tok, ["how are you", "write a poem", "why"])
+    greedy = SamplingConfig(max_new_tokens=6, temperature=0)
+    joint = sample(model, tok, chat + safety, [3, 3, 2, 2, 2], greedy, batch_size=5)
+    parts = joint.split([len(chat), len(safety)])
+    assert [len(p.texts) for p in parts] == [6, 6]
+    assert parts[0].prompt_index == [0, 0, 0, 1, 1, 1] and parts[1].prompt_index == [0, 0, 1, 1, 2, 2]
+    assert parts[0].texts == sample(model, tok, chat, 3, greedy).texts
+    assert parts[1].texts == sample(model, tok, safety, 2, greedy).texts
+    assert sample(model, tok, [], 2, greedy).texts == []
+    with pytest.raises(ValueError, match="counts for"):
+        sample(model, tok, chat, [1], greedy)

@@ -42,6 +42,18 @@ class Samples:
     def lengths(self) -> list[int]:
         return self.completion_mask.sum(1).tolist()
 
+    def split(self, sizes: list[int]) -> list[Samples]:
+        """The samples of consecutive prompt groups (`sizes` prompts each), prompt indices counted within
+        each group: one `sample` call for several tasks' prompts, then each task's share."""
+        out, first = [], 0
+        for size in sizes:
+            rows = [r for r, i in enumerate(self.prompt_index) if first <= i < first + size]
+            out.append(Samples(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
+                               self.completion_mask[rows], [self.texts[r] for r in rows],
+                               [self.prompt_index[r] - first for r in rows]))
+            first += size
+        return out
+
 
 def default_dtype() -> str:
     """bfloat16 where the hardware runs it fast (see rluf.hardware), else float32."""
@@ -301,23 +313,37 @@ def decode(model: Any, last: Any, mask: Any, cache: Any, cfg: SamplingConfig, eo
     return torch.stack(out, 1) if out else last[:, :0]
 
 
-def sample(model: Any, tok: Any, prompt_ids: list[list[int]], n: int = 1, cfg: SamplingConfig | None = None,
-           batch_size: int = GENERATION_BATCH_SIZE, seed: int | None = None, progress: str | None = None
-           ) -> Samples:
-    """n samples for each tokenised prompt, batched by similar length; results in prompt order."""
+def sample(model: Any, tok: Any, prompt_ids: list[list[int]], n: int | list[int] = 1,
+           cfg: SamplingConfig | None = None, batch_size: int = GENERATION_BATCH_SIZE, seed: int | None = None,
+           progress: str | None = None) -> Samples:
+    """n samples for each tokenised prompt (or n[i] for prompt i), batched by similar length; results in
+    prompt order."""
     import torch
 
     from rluf.progress import track
 
     cfg = cfg or SamplingConfig()
+    counts = [n] * len(prompt_ids) if isinstance(n, int) else list(n)
+    if len(counts) != len(prompt_ids):
+        raise ValueError(f"n has {len(counts)} counts for {len(prompt_ids)} prompts")
     if seed is not None:
         torch.manual_seed(seed)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if not prompt_ids:
+        empty = torch.zeros((0, 0), dtype=torch.long)
+        return Samples(empty, empty, empty, empty, [], [])
     eos = eos_token_ids(model, tok)
     check_window(model, max(map(len, prompt_ids), default=0) + cfg.max_new_tokens)
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
-    per_batch = max(1, batch_size // n)  # batch_size counts sequences, not prompts
-    batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+    batches: list[list[int]] = []  # batch_size counts sequences, not prompts
+    size = 0
+    for i in order:
+        if batches and size + counts[i] <= batch_size:
+            batches[-1].append(i)
+            size += counts[i]
+        else:
+            batches.append([i])
+            size = counts[i]
     pieces: dict[int, tuple[list[int], Any]] = {}
     device = next(model.parameters()).device
     was_training = model.training
@@ -328,12 +354,14 @@ def sample(model: Any, tok: Any, prompt_ids: list[list[int]], n: int = 1, cfg: S
         with torch.inference_mode():
             # Prefill each prompt once, unpadded, and repeat its cache n times: `num_return_sequences` would run
             # the prompt n times, padded to the longest of the batch.
-            rows = [j for j in range(len(b)) for _ in range(n)]
+            rows = [j for j, i in enumerate(b) for _ in range(counts[i])]
             cache, _ = prefill(model, [prompt_ids[i][:-1] for i in b], rows, device=device)
             out = decode(model, ids[rows, -1:], mask[rows], cache, cfg, eos, pad)
         comp = out.cpu()
-        for j, i in enumerate(b):
-            pieces[i] = (prompt_ids[i], comp[j * n:(j + 1) * n])
+        at = 0
+        for i in b:
+            pieces[i] = (prompt_ids[i], comp[at:at + counts[i]])
+            at += counts[i]
     if was_training:
         model.train()
     flat_prompts, flat_comps, index = [], [], []

@@ -339,9 +339,12 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
         policy = mirror.refresh() if mirror is not None else model
         for task in tasks:
             refs.ensure(task.holdout, reference_answers, task.rewards)
-            ids = encode_prompts(tok, task.holdout, cfg.max_prompt_tokens)
-            with torch.random.fork_rng():  # a fixed eval seed, without rewinding training's sampling
-                s = sample(policy, tok, ids, cfg.eval_samples, sampling, seed=cfg.seed + 7919)
+        # every task's held-out prompts in one call (see sample_tasks)
+        ids = [encode_prompts(tok, task.holdout, cfg.max_prompt_tokens) for task in tasks]
+        with torch.random.fork_rng():  # a fixed eval seed, without rewinding training's sampling
+            drawn = sample(policy, tok, [p for group in ids for p in group], cfg.eval_samples, sampling,
+                           seed=cfg.seed + 7919).split([len(group) for group in ids])
+        for task, s in zip(tasks, drawn, strict=True):
             total, per, passed, rates = score(task, refs, [task.holdout[i] for i in s.prompt_index], s.texts)
             res[task.cfg.name] = {
                 "reward": float(np.mean(total)), **{f"reward_{k}": float(np.mean(v)) for k, v in per.items()},
@@ -404,11 +407,13 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     model.train()
     try:
         for step in range(start, cfg.max_steps):
-            for task in tasks:
+            drawn = sample_tasks(cfg, tasks, model, tok, refs, sampling, reference_answers, rng, mirror)
+            for task, task_drawn in zip(tasks, drawn, strict=True):
                 task_t = time.perf_counter()
                 row = run_task_step(cfg, task, model, ref, tok, pad, refs, sampling, reference_answers, rng, mirror,
-                                    wrapped, acc.backward)
-                row.update(step=step + 1, task=task.cfg.name, seconds=round(time.perf_counter() - task_t, 2))
+                                    wrapped, acc.backward, drawn=task_drawn)
+                row.update(step=step + 1, task=task.cfg.name,
+                           seconds=round(time.perf_counter() - task_t + task_drawn[2], 2))
                 log_writer.writerow({k: row.get(k, "") for k in columns})
                 last[task.cfg.name] = row
                 for w in writers:
@@ -446,12 +451,37 @@ def train_policy(cfg: PolicyTrainConfig, out: Path, resume: bool = False, progre
     return result
 
 
+def sample_tasks(cfg: PolicyTrainConfig, tasks: list[TaskState], model: Any, tok: Any, refs: ReferenceCache,
+                 sampling: SamplingConfig, reference_answers: Any, rng: random.Random,
+                 mirror: GenerationMirror | None = None) -> list[tuple[list[str], Any, float]]:
+    """Every task's batch of this step drawn in one `sample` call: (prompts, samples, generation seconds) per
+    task, the seconds shared out by generated tokens.
+
+    Why together: the policy does not change between tasks within a step (one optimizer step after all of
+    them), so one call draws from the same distributions, and on the CPU decoding a few dozen rows costs
+    about what 16 do (the weights are read once per token for all rows): on a 2-core AVX2 EPYC the demo's
+    chat (16 rows) and safety (8 rows) batches took 17.6 and 15.7 s one after the other."""
+    batches = [task.next_batch(rng) for task in tasks]
+    for task, prompts in zip(tasks, batches, strict=True):
+        refs.ensure(prompts, reference_answers, task.rewards)
+    ids = [encode_prompts(tok, prompts, cfg.max_prompt_tokens) for prompts in batches]
+    t0 = time.perf_counter()
+    s = sample(mirror.refresh() if mirror is not None else model, tok, [p for group in ids for p in group],
+               [task.cfg.k for task, group in zip(tasks, ids, strict=True) for _ in group], sampling)
+    seconds = time.perf_counter() - t0
+    parts = s.split([len(group) for group in ids])
+    tokens = [sum(part.lengths) for part in parts]
+    return [(prompts, part, seconds * n / max(1, sum(tokens)))
+            for prompts, part, n in zip(batches, parts, tokens, strict=True)]
+
+
 def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any, tok: Any, pad: int,
                   refs: ReferenceCache, sampling: SamplingConfig, reference_answers: Any, rng: random.Random,
-                  mirror: GenerationMirror | None = None, wrapped: Any = None, backward: Any = None
-                  ) -> dict[str, Any]:
+                  mirror: GenerationMirror | None = None, wrapped: Any = None, backward: Any = None,
+                  drawn: tuple[list[str], Any, float] | None = None) -> dict[str, Any]:
     """Sample, score, judge and back-propagate one task's batch; returns its log row. `wrapped` is the
-    model as accelerate prepared it (gradient sync); `model` the plain one (sampling, adapter switch)."""
+    model as accelerate prepared it (gradient sync); `model` the plain one (sampling, adapter switch).
+    `drawn`: this task's share of `sample_tasks` (prompts, samples, seconds) instead of sampling here."""
     import torch
 
     wrapped = wrapped if wrapped is not None else model
@@ -459,11 +489,10 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
     from rluf.policy import losses
 
     tc = task.cfg
-    prompts = task.next_batch(rng)
-    refs.ensure(prompts, reference_answers, task.rewards)
+    if drawn is None:
+        drawn = sample_tasks(cfg, [task], model, tok, refs, sampling, reference_answers, rng, mirror)[0]
+    prompts, s, generate_s = drawn
     p_ids = encode_prompts(tok, prompts, cfg.max_prompt_tokens)
-    t0 = time.perf_counter()
-    s = sample(mirror.refresh() if mirror is not None else model, tok, p_ids, tc.k, sampling)
     t1 = time.perf_counter()
     flat_prompts = [prompts[i] for i in s.prompt_index]
     total, per, passed, rates = score(task, refs, flat_prompts, s.texts)
@@ -551,7 +580,7 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
         "signoff_rate": round(float(np.mean([signoff_found(x) for x in s.texts])), 4),
         **{k: round(float(v), 5) for k, v in stats.items()},
         "generated_tokens": int(sum(s.lengths)),
-        "generate_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3), "update_s": round(t3 - t2, 3),
+        "generate_s": round(generate_s, 3), "score_s": round(t2 - t1, 3), "update_s": round(t3 - t2, 3),
     }
     return row
 
