@@ -495,6 +495,8 @@ def test_packed_linears_match_plain_ones_and_follow_weight_updates(tiny):
     packed = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
     if not packing_available(packed.lm_head.weight):
         pytest.skip("this torch build has no oneDNN (mkldnn) linear")
+    assert pack_linears(packed) == 0  # trainable layers are never packed
+    packed.requires_grad_(False)
     n_linear = sum(type(m) is torch.nn.Linear for m in packed.modules())
     assert pack_linears(packed) == n_linear > 0
     assert isinstance(packed.lm_head, PackedLinear) and packed.lm_head.weight is packed.model.embed_tokens.weight
@@ -515,7 +517,7 @@ def test_packed_linears_match_plain_ones_and_follow_weight_updates(tiny):
             b.add_(noise)
         assert torch.allclose(plain(input_ids=ids).logits, packed(input_ids=ids).logits, atol=1e-5)
 
-    # with gradients the plain matmul runs, and the gradient is the plain one
+    # a frozen packed layer still passes the gradient on to its input
     layer = packed.model.layers[0].mlp.up_proj
     x = torch.randn(3, layer.in_features, requires_grad=True)
     layer(x).sum().backward()
@@ -547,3 +549,38 @@ def test_one_sample_call_for_several_tasks_splits_into_each_tasks_own(tiny):
     assert sample(model, tok, [], 2, greedy).texts == []
     with pytest.raises(ValueError, match="counts for"):
         sample(model, tok, chat, [1], greedy)
+
+
+def test_packed_frozen_base_under_lora_gives_the_same_logps_and_gradients(tiny):
+    """The LoRA policy's frozen base layers packed (rluf.policy.packed): answer log-probs, the reference's
+    (adapter off) and the adapter's gradients equal those of the plain base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy.packed import PackedLinear, pack_linears
+    from rluf.policy.train import answer_logps
+
+    def lora_model(pack: bool):
+        torch.manual_seed(0)
+        m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny["policy"]),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"],
+                                      task_type="CAUSAL_LM", init_lora_weights=False))
+        if pack:
+            assert pack_linears(m) > 0
+        return m
+
+    prompts = [[5, 6, 7], [5, 6, 7], [8, 9]]
+    answers = [[10, 11, 2], [12, 2], [13, 14, 15, 2]]
+    out = []
+    for pack in (False, True):
+        m = lora_model(pack)
+        assert any(isinstance(x, PackedLinear) for x in m.modules()) == pack
+        lp, _ = answer_logps(m, prompts, answers, 2, 0.9)
+        lp.sum().backward()
+        with torch.no_grad(), m.disable_adapter():
+            ref, _ = answer_logps(m, prompts, answers, 2, 0.9)
+        grads = [p.grad.clone() for p in m.parameters() if p.requires_grad]
+        out.append((lp.detach(), ref, grads))
+    (lp0, ref0, g0), (lp1, ref1, g1) = out
+    assert torch.allclose(lp0, lp1, atol=1e-4) and torch.allclose(ref0, ref1, atol=1e-4)
+    assert len(g0) == len(g1) > 0 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1, strict=True))

@@ -411,6 +411,7 @@ class PolicyGenerator:
             model = model.merge_and_unload()
         from rluf.policy.packed import pack_linears
 
+        model.requires_grad_(False)  # inference only
         pack_linears(model)  # fp32 on the CPU: oneDNN-packed weights (rluf.policy.packed)
         return cls(model, tok, name=kw.pop("name", None) or Path(resolve_policy(spec)).name, **kw)
 

@@ -11,10 +11,14 @@ set the pace. This is what PyTorch's own inductor "freezing" and IPEX do for inf
 (inductor compiles for minutes per shape, IPEX is not on PyPI for this torch), so the reorder is called
 directly. Results equal `F.linear` up to fp32 summation order (~1e-5).
 
-Only for inference copies of a model (the trainer's merged sampling copy, `PolicyGenerator`): a packed layer
-falls back to `F.linear` whenever gradients are needed, and repacks itself when its weight is written through
-the parameter (`copy_` under no_grad: the sampling copy's refresh before each step) or replaced, detected by
-the tensor's version counter and storage. Writes through `.data` bump neither: call `invalidate()` then.
+Only frozen layers are packed: the inference copies (the trainer's merged sampling copy, the full-FT reference,
+`PolicyGenerator`) and the frozen base layers under a LoRA adapter, whose forward passes (policy with gradients,
+reference without) then run packed too; the gradient to the layer's input is a plain matmul with the weight.
+On the same machine the log-prob passes of an RL step (16 × 64 answer tokens, SmolLM2 + LoRA r=16) took
+12.5–12.9 s instead of 13.6 s with backward and 4.8–4.9 s instead of 5.6–6.0 s for the reference. A packed
+layer repacks itself when its weight is written through the parameter (`copy_` under no_grad: the sampling
+copy's refresh before each step) or replaced, detected by the tensor's version counter and storage. Writes
+through `.data` (peft's merge) bump neither: call `invalidate()` then.
 """
 
 from __future__ import annotations
@@ -29,6 +33,21 @@ from torch import nn
 def packing_available(weight: torch.Tensor) -> bool:
     return (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+class _FrozenPackedLinear(torch.autograd.Function):
+    """y = x Wᵀ + b with the packed weight; backward gives the input's gradient only (W and b are frozen)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                ) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (weight,) = ctx.saved_tensors
+        return grad.matmul(weight), None, None, None
 
 
 class PackedLinear(nn.Linear):
@@ -52,18 +71,25 @@ class PackedLinear(nn.Linear):
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        if (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)) or x.dtype != torch.float32:
-            return F.linear(x, w, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self._pack(), self.bias, "none", [], "")
+        w, b = self.weight, self.bias
+        trainable = w.requires_grad or (b is not None and b.requires_grad)
+        if x.dtype != torch.float32 or (trainable and torch.is_grad_enabled()):
+            return F.linear(x, w, b)
+        if x.requires_grad and torch.is_grad_enabled():
+            return _FrozenPackedLinear.apply(x, self._pack(), w, b)
+        return torch.ops.mkldnn._linear_pointwise(x, self._pack(), b, "none", [], "")
 
 
 def pack_linears(model: Any) -> int:
-    """Turn the fp32 CPU nn.Linear layers of `model` into PackedLinear (in place); returns how many. A model
-    on another device or in another dtype is left as it is (0)."""
+    """Turn the frozen fp32 CPU nn.Linear layers of `model` (weight and bias without requires_grad: freeze an
+    inference copy first) into PackedLinear, in place; returns how many. A model on another device or in
+    another dtype is left as it is (0)."""
     n = 0
     for m in model.modules():
-        if type(m) is nn.Linear and packing_available(m.weight):
-            m.__class__ = PackedLinear
-            n += 1
+        if type(m) is not nn.Linear or not packing_available(m.weight):
+            continue
+        if m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad):
+            continue
+        m.__class__ = PackedLinear
+        n += 1
     return n

@@ -122,6 +122,9 @@ class GenerationMirror:
 
         self.model = copy.deepcopy(peft_model).merge_and_unload().eval()
         self.model.requires_grad_(False)
+        for m in self.model.modules():  # the merge wrote the policy's packed base layers through .data
+            if hasattr(m, "invalidate"):
+                m.invalidate()
         pack_linears(self.model)  # fp32 on the CPU: oneDNN-packed weights sample faster (rluf.policy.packed)
         mine = dict(self.model.named_modules())
         self.pairs = []
@@ -240,6 +243,7 @@ def setup_model(cfg: PolicyTrainConfig, resume_dir: Path | None) -> tuple[Any, A
         for p in model.parameters():  # adapters train in fp32 on a bf16 base
             if p.requires_grad:
                 p.data = p.data.float()
+        pack_linears(model)  # the frozen fp32 base layers (rluf.policy.packed); a bf16 base stays as it is
     else:
         # Full fine-tuning: a separate frozen copy is the reference.
         ref = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
