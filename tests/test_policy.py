@@ -584,3 +584,12 @@ def test_packed_frozen_base_under_lora_gives_the_same_logps_and_gradients(tiny):
     (lp0, ref0, g0), (lp1, ref1, g1) = out
     assert torch.allclose(lp0, lp1, atol=1e-4) and torch.allclose(ref0, ref1, atol=1e-4)
     assert len(g0) == len(g1) > 0 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1, strict=True))
+
+    # the sampling copy is a deep copy of a policy whose layers already hold packed weights (opaque tensors
+    # that cannot be copied): it must build, and sample from the merged weights, not the stale packed base
+    from rluf.policy.train import GenerationMirror
+
+    mirror = GenerationMirror(m)
+    with torch.no_grad():
+        ids = torch.tensor([[5, 6, 7, 8]])
+        assert torch.allclose(m(input_ids=ids).logits, mirror.refresh()(input_ids=ids).logits, atol=1e-5)

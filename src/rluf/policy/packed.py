@@ -23,6 +23,7 @@ through `.data` (peft's merge) bump neither: call `invalidate()` then.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -33,6 +34,12 @@ from torch import nn
 def packing_available(weight: torch.Tensor) -> bool:
     return (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+# layer → ((weight version, data pointer), packed weight). Kept outside the module: a packed weight is an
+# opaque oneDNN tensor that deepcopy and pickle cannot copy (the trainer deep-copies the policy into its
+# sampling copy), and a copy repacks on its first call anyway.
+_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, int], torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
 class _FrozenPackedLinear(torch.autograd.Function):
@@ -55,20 +62,19 @@ class PackedLinear(nn.Linear):
     existing layers into it in place (class swap), so parameter names, state dicts and weight tying stay."""
 
     rows_hint = 16  # the batch size the packed layout is tuned for (measured: 16 or 64 makes no difference)
-    _packed: torch.Tensor | None = None
-    _packed_stamp: tuple[int, int] = (-1, 0)
 
     def invalidate(self) -> None:
-        self._packed = None
+        _PACKED.pop(self, None)
 
     def _pack(self) -> torch.Tensor:
         w = self.weight
         stamp = (w._version, w.data_ptr())
-        if self._packed is None or self._packed_stamp != stamp:
+        cached = _PACKED.get(self)
+        if cached is None or cached[0] != stamp:
             with torch.no_grad():
-                self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), self.rows_hint)
-            self._packed_stamp = stamp
-        return self._packed
+                cached = (stamp, torch.ops.mkldnn._reorder_linear_weight(w.detach(), self.rows_hint))
+            _PACKED[self] = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
