@@ -63,8 +63,9 @@ PROFILES = {
     # the held-out and A/B prompts, 18 evaluation prompts instead of 48, and answers of at most 64 new tokens (as
     # CGPO trains) instead of 96 in the evaluation and the A/B test. A first version (24 P[Love] steps, 24
     # evaluation prompts, 96 tokens) took 19.6 min there, ~3 min of it lost to a test run beside it; this one 13.9
-    # min (rewards 4.7, CGPO 5.6, evaluation 1.0, A/B 1.9). What it shows is thinner; `rluf demo --profile quick`
-    # keeps the bf16 machines' budgets.
+    # min (rewards 4.7, CGPO 5.6, evaluation 1.0, A/B 1.9); after oneDNN-packed sampling weights and one sampling
+    # call for all CGPO tasks, 11.5-11.6 min (`make demo` on a fresh clone 12.8-12.9 min with the install). What it
+    # shows is thinner; `rluf demo --profile quick` keeps the bf16 machines' budgets.
     "quick-fp32": {**_QUICK, "reward_steps": 16, "love_steps": 20, "policy_steps": 3, "holdout": (8, 4),
                    "val_pairs": 200, "answer_tokens": 64, "eval_chat": 12, "eval_safety": 6,
                    "ab_prompts_per_segment": 8},
