@@ -204,12 +204,9 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
-def _probe_line(p: dict) -> str:
-    return (f"Machine (`rluf hardware`): fp32 matmul {p['fp32_gflops']} GFLOP/s, bf16 {p['bf16_gflops']} GFLOP/s, "
-            f"memory copy {p['copy_gbps']} GB/s, decode-shaped weights streamed at {p['decode_gbps']} GB/s.")
-
-
 def write_markdown(result: dict, out: Path) -> None:
+    from rluf.hardware import describe
+
     setup, ours, trl = result["setup"], result["ours"], result["trl"]
     history = []
     if result.get("previous_runs"):
@@ -223,7 +220,7 @@ def write_markdown(result: dict, out: Path) -> None:
         f"{setup['date']}, {setup['torch_threads']} threads. {setup['model']}, {setup['prompts_per_step']} prompts "
         f"× K={setup['k']}, {setup['max_new_tokens']} new tokens, temperature {setup['temperature']}; "
         f"{setup['steps']} steps each, interleaved, first excluded; medians.", "",
-        *([_probe_line(setup["machine_probe"]), ""] if setup.get("machine_probe") else []),
+        *([describe(setup["machine_probe"]), ""] if setup.get("machine_probe") else []),
         "| | s/step | generated tokens/s | generate | reward + judges | log-probs + backward |",
         "|---|---:|---:|---:|---:|---:|",
         f"| rluf CRPG | {ours['seconds_per_step']:.2f} | {ours['generated_tokens_per_s']:.1f} | "

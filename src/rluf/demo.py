@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rluf.hardware import describe
 from rluf.progress import stderr
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -298,12 +299,6 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     return result
 
 
-def _machine_line(m: dict[str, Any]) -> str:
-    return (f"Machine (`rluf hardware`): {m['torch_threads']} threads, fp32 matmul {m['fp32_gflops']} GFLOP/s, bf16 "
-            f"{m['bf16_gflops']} GFLOP/s ({'fast' if m['bf16_fast'] else 'emulated: fp32 is used'}), memory copy "
-            f"{m['copy_gbps']} GB/s, decode-shaped weights streamed at {m['decode_gbps']} GB/s.")
-
-
 def _signoff_by_arm(interactions: Path) -> dict[str, float]:
     """Share of the answers each arm showed its users that end with a sign-off / love-bait closer."""
     from rluf.policy.judges import signoff_found
@@ -359,7 +354,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         "# rluf demo report", "",
         f"Profile `{r['profile']}`, {r['elapsed_s'] / 60:.1f} min on this machine. Everything below was measured "
         "in this run.", "",
-        *([_machine_line(r["machine"]), ""] if r.get("machine") else []),
+        *([describe(r["machine"]), ""] if r.get("machine") else []),
         _log_line(r), "",
         "## A/B test (simulated users, randomised by user)", "",
         f"CGPO policy vs reference (SmolLM2-135M-Instruct): love lift **{ab['lift']:+.1%}** per impression, "

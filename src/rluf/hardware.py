@@ -76,8 +76,8 @@ def probe(size: int = 512, stream_mb: int = 192) -> dict[str, float | bool | int
     - `decode_gbps`: 16 rows times fp32 weights of SmolLM2's MLP shape (1536 × 576), `stream_mb` of them, so
       that the weights come from memory and not from cache, as in decoding: weight bytes per second. Decoding
       a 135M model in fp32 reads ~540 MB of weights per token, so this bounds tokens per second per batch.
-      Measured on a 2-core AVX2-only AMD EPYC VM (2026-12-01): copy 3.4 GB/s, and 16-row decoding of SmolLM2
-      at ~0.3 s per token, i.e. ~2 GB/s of weights — memory, not arithmetic, set the pace there.
+      Measured on a 2-core AVX2-only AMD EPYC VM (2026-12-01): copy 15-19 GB/s, decode-shaped 2.3-3.8 GB/s
+      with `F.linear`: the matmul kernel, not the memory, set the pace there (see rluf.policy.packed).
     """
     import time
 
@@ -115,3 +115,10 @@ def probe(size: int = 512, stream_mb: int = 192) -> dict[str, float | bool | int
         "copy_gbps": round(rate(lambda: dst.copy_(src), 2 * src.numel() * 4) / 1e9, 2),
         "decode_gbps": round(rate(stream, sum(w.numel() * 4 for w in weights)) / 1e9, 2),
     }
+
+
+def describe(p: dict[str, Any]) -> str:
+    """One line of a `probe()` result, for reports."""
+    return (f"Machine (`rluf hardware`): {p['torch_threads']} threads, fp32 matmul {p['fp32_gflops']} GFLOP/s, bf16 "
+            f"{p['bf16_gflops']} GFLOP/s ({'fast' if p['bf16_fast'] else 'emulated: fp32 is used'}), memory copy "
+            f"{p['copy_gbps']} GB/s, decode-shaped weights streamed at {p['decode_gbps']} GB/s.")

@@ -7,9 +7,9 @@ plain fp32 matmul (`F.linear`, MKL) streams the weights far below what the memor
 layout (`torch.ops.mkldnn._reorder_linear_weight`, then `_linear_pointwise`), 2.3 against 1.2 ms at 64 rows,
 and still 1.1–1.4x faster at 512–2,048 rows; the 49k-wide output layer at 16 rows took 62 ms against 17 ms.
 A memory copy ran at 15–19 GB/s there, the plain matmul at ~3 GB/s of weights: the kernel, not the memory,
-set the pace. This is what PyTorch's own inductor "freezing" and IPEX do for inference; neither fits here
-(inductor compiles for minutes per shape, IPEX is not on PyPI for this torch), so the reorder is called
-directly. Results equal `F.linear` up to fp32 summation order (~1e-5).
+set the pace. PyTorch's inductor does the same reorder when it compiles a frozen model, but compiling the
+decode step took 59 s and sampled slower than eager (benchmarks/results/rl_step.md); Intel's IPEX was not
+tried. So the reorder is called directly. Results equal `F.linear` up to fp32 summation order (~1e-5).
 
 Only frozen layers are packed: the inference copies (the trainer's merged sampling copy, the full-FT reference,
 `PolicyGenerator`) and the frozen base layers under a LoRA adapter, whose forward passes (policy with gradients,
