@@ -345,6 +345,45 @@ def test_answer_logps_shares_prompts_without_changing_values_or_gradients(tiny):
         assert torch.allclose(g, p.grad, atol=1e-4)
 
 
+def test_token_logps_equal_log_softmax_with_gradients_and_the_head_comes_back(tiny):
+    """The chunked output-layer log-probs (rluf.policy.logprobs) equal log_softmax(h·Wᵀ / T)[target] and give
+    the same gradient to h, for a frozen head (gradient made in the forward sweep) and a trainable one (plain
+    autograd, whose weight gradient must match too), across several chunks; the swapped-out head returns."""
+    from transformers import AutoModelForCausalLM
+
+    from rluf.policy import logprobs
+
+    torch.manual_seed(0)
+    n, d, vocab = 2 * logprobs.CHUNK_ROWS + 37, 16, 300
+    targets = torch.randint(0, vocab, (n,))
+    upstream = torch.randn(n)  # distinct per-token weights: a row mix-up changes the gradient
+    for trainable in (False, True):
+        for temperature in (1.0, 0.7):
+            head = torch.nn.Linear(d, vocab, bias=False)
+            head.weight.requires_grad_(trainable)
+            h = torch.randn(n, d, requires_grad=True)
+            got = logprobs.token_logps(h, head, targets, temperature)
+            (got * upstream).sum().backward()
+            got_h, got_w = h.grad.clone(), head.weight.grad.clone() if trainable else None
+            h.grad, head.weight.grad = None, None
+            want = torch.log_softmax(head(h) / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
+            (want * upstream).sum().backward()
+            assert torch.allclose(got, want, atol=1e-5)
+            assert torch.allclose(got_h, h.grad, atol=1e-5)
+            if trainable:
+                assert torch.allclose(got_w, head.weight.grad, atol=1e-5)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["policy"])
+    before = model.get_output_embeddings()
+    ids = torch.tensor([[5, 6, 7]])
+    with logprobs.hidden_states_out(model) as head:
+        assert head is before
+        hidden = model(input_ids=ids).logits
+    assert model.get_output_embeddings() is before
+    assert hidden.shape[-1] == model.config.hidden_size
+    assert torch.allclose(head(hidden), model(input_ids=ids).logits, atol=1e-5)
+
+
 def test_distributed_run_on_two_cpu_processes(tiny, tmp_path):
     """The distributed path that `accelerate launch` drives on GPUs, on two CPU processes (gloo): torchrun
     sets the same environment, and accelerate's Accelerator picks it up (MULTI_CPU)."""

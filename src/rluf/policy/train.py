@@ -74,6 +74,7 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     import torch
 
     from rluf.policy.generate import check_window, prefill
+    from rluf.policy.logprobs import hidden_states_out, token_logps
 
     check_window(model, max(len(p) + len(a) for p, a in zip(prompt_ids, answer_ids, strict=True)))
     distinct: dict[tuple[int, ...], int] = {}
@@ -93,15 +94,19 @@ def answer_logps(model: Any, prompt_ids: list[list[int]], answer_ids: list[list[
     inputs = torch.cat([last, a_ids[:, :-1]], 1)
     mask = torch.cat([p_mask, torch.ones_like(last), a_mask[:, :-1]], 1)
     pos = p_mask.sum(1, keepdim=True) + torch.arange(width, device=device)[None]
-    logits = model(input_ids=inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).logits
-    logits = logits.float()
+    with hidden_states_out(model) as head:
+        out = model(input_ids=inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).logits
+    if head is not None:
+        # The output layer, chunked over the real answer positions only (rluf.policy.logprobs): no
+        # (rows × answer length × 49k) logits tensor, and none for the padding after shorter answers.
+        real = a_mask.bool()
+        token_lp = token_logps(out[real], head, a_ids[real], temperature)
+        return torch.zeros(a_ids.shape, dtype=token_lp.dtype, device=device).masked_scatter(real, token_lp).sum(1), \
+            a_mask.sum(1)
+    logits = out.float()
     if temperature > 0 and temperature != 1:
         logits = logits / temperature
-    # One fused log-softmax kernel over the (rows × answer length × 49k vocabulary) logits, forward and
-    # backward. `logit - logsumexp(logits)` looks cheaper (no log-softmax copy), but on the CPU logsumexp runs as
-    # separate max / subtract / exp / sum passes over that tensor and its backward as several more: in four
-    # interleaved repeats on SmolLM2 (16 × 64 tokens, bf16) policy + reference log-probs with backward took
-    # 19.3 s instead of 21.3 s per 4 batches.
+    # One fused log-softmax kernel (not `logit - logsumexp(logits)`, whose separate passes were slower on the CPU).
     logp = torch.log_softmax(logits, -1).gather(-1, a_ids.unsqueeze(-1)).squeeze(-1)
     return (logp * a_mask).sum(1), a_mask.sum(1)
 
