@@ -3,8 +3,9 @@
 Why: the log-prob passes of an RL step (policy with gradients, reference without) turned every answer position
 into 49k-wide logits, divided them by the temperature, log-softmaxed and gathered one entry each; the backward
 ran the same width again. Profiled on a 2-core Intel Xeon with AVX-512 (fp32, 2026-12-07), a 16 × 64-token
-step spent ~2.8 s of ~10 s there: 200 MB tensors allocated afresh for every op (temperature division 200 ms,
-log-softmax 310 ms, its backward 280 ms per pass), on top of the output layer's matmuls.
+step spent ~2.8 s there (of 15.6 s the profiler counted for the whole step, sampling included): the output
+layer 533 ms per pass, then 200 MB tensors allocated afresh for every op (temperature division 200 ms,
+log-softmax 310 ms per pass, its backward 280 ms).
 
 Here the output layer runs chunk by chunk over the real answer positions only (no padding past the answer's
 end) and each chunk is reduced at once to the token's log-probability. When the output layer is frozen (LoRA:
