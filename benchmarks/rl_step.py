@@ -307,8 +307,9 @@ def write_markdown(result: dict, out: Path) -> None:
         "## Profiled on a 2-core Intel Xeon with AVX-512, no bf16 exposed (2026-12-07, fp32)", "",
         "- The log-prob passes turned every answer position into 49k-wide fp32 logits (16 × 64 × 49k = 200 MB), "
         "each op on a fresh tensor: output layer 533 ms per pass (packed weights; alone, "
-        "1,024 rows took 317 ms packed and 278 ms with MKL's plain matmul), temperature division ~200 ms, log-softmax 310 ms, its backward 280 ms — ~2.8 s "
-        "of a ~10 s update. `rluf.policy.logprobs` now runs the output layer in 128-row chunks over the real "
+        "1,024 rows took 317 ms packed and 278 ms with MKL's plain matmul), temperature division ~200 ms, "
+        "log-softmax 310 ms, its backward 280 ms — ~2.8 s of the 15.6 s the profiler counted for the whole step "
+        "(sampling included). `rluf.policy.logprobs` now runs the output layer in 128-row chunks over the real "
         "answer positions only and reduces each chunk to the token's log-probability at once; with the head "
         "frozen (LoRA) the input's gradient, (onehot − softmax)·W/T per position, is made in the same sweep and "
         "kept instead of the logits. Same matmul work; no vocabulary-wide tensor outlives a chunk. Our step "
