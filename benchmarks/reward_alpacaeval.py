@@ -257,14 +257,15 @@ def main() -> None:
                   f"{fmt(r['model_spearman'])} | {fmt(r['model_pearson'])} |")
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
-               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | AUROC "
+               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | AUROC "
                "| within-model | Spearman | training min |",
-               "|---|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|",
+               "|---|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|",
                # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
                  f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
                  f"| {'0.1' if r['args'].get('dropout', 'True') == 'True' else 'off'} "
                  f"| {r['args'].get('group_by_length', 'False')} "  # earlier runs: random batches
+                 f"| {r['args'].get('bf16', 'n/a')} "
                  f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} | {fmt_min(r.get('train_seconds'))} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
