@@ -78,7 +78,7 @@ def main() -> None:
     # Prompts that fit the chat task's prompt budget (max_prompt_tokens, chat template included), so that
     # neither side truncates one: rluf keeps the last max_prompt_tokens, TRL the whole prompt. Before
     # 2026-12-07 one 423-token prompt ran truncated to 256 on our side only, and on a 2-core Xeon it took
-    # TRL's fp32 step past 20 GB (killed by the kernel).
+    # TRL's fp32 step past 20 GB (the first run there was killed out of memory).
     budget = PolicyTrainConfig.model_fields["max_prompt_tokens"].default
     candidates, _ = load_prompts("chat", None, seed=0, limit=4 * n_prompts)
     from rluf.policy.generate import encode_prompts
