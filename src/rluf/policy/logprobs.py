@@ -31,8 +31,10 @@ from torch import nn
 CHUNK_ROWS = 128  # 128 × 49k fp32 logits = 25 MB per chunk, reused from chunk to chunk
 
 
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = F.linear(h.to(weight.dtype), weight).float()
+def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, temperature: float, bias: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    # In place: neither the matmul's nor the dtype copy's backward needs this output.
+    logits = F.linear(h.to(weight.dtype), weight, bias).float()
     if temperature > 0 and temperature != 1:
         logits.div_(temperature)
     return logits
@@ -55,7 +57,7 @@ class _FrozenHeadLogProbs(torch.autograd.Function):
             if grad_dir is not None:
                 # softmax − onehot, in place of the logits; then · W gives −d log p / d(h·Wᵀ) mapped back to h
                 probs = logits.sub_(lse).exp_()
-                probs.scatter_add_(-1, t, torch.full_like(t, -1.0, dtype=probs.dtype))
+                probs.scatter_add_(-1, t, probs.new_full(t.shape, -1.0))
                 grad_dir[s:s + CHUNK_ROWS] = (probs.to(weight.dtype) @ weight).mul_(-scale).to(h.dtype)
         ctx.save_for_backward(grad_dir)
         return out
@@ -73,9 +75,7 @@ def token_logps(h: torch.Tensor, head: nn.Module, targets: torch.Tensor, tempera
         return _FrozenHeadLogProbs.apply(h, weight, targets, temperature)
     out = []  # a trainable or biased head: plain autograd, still chunked
     for s in range(0, h.shape[0], CHUNK_ROWS):
-        logits = F.linear(h[s:s + CHUNK_ROWS], weight, bias).float()
-        if temperature > 0 and temperature != 1:
-            logits = logits / temperature
+        logits = _chunk_logits(h[s:s + CHUNK_ROWS], weight, temperature, bias)
         out.append(torch.log_softmax(logits, -1).gather(-1, targets[s:s + CHUNK_ROWS, None]).squeeze(-1))
     return torch.cat(out) if out else h.new_zeros(0, dtype=torch.float32)
 
