@@ -101,6 +101,9 @@ def main() -> None:
                     help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
     ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
                     help="batch rows of similar token length (default off, as `rluf reward train`)")
+    ap.add_argument("--score-views", type=int, default=1,
+                    help="P[Love] reads a cut answer at this many cut points and averages the logits "
+                         "(rluf.reward.template); with more than 1 the single-view score is reported too")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -187,17 +190,24 @@ def main() -> None:
     cfg = RewardTrainConfig(backbone=args.backbone, epochs=args.epochs, max_steps=args.max_steps,
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
                             bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling,
-                            disable_dropout=not args.dropout, group_by_length=args.group_by_length)
+                            disable_dropout=not args.dropout, group_by_length=args.group_by_length,
+                            score_views=args.score_views)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
     args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran
     t_train = time.time() - t0
     rm = RewardModel.load(work / "model")
+    name = f"P[Love] ({Path(train['backbone']).name if args.backbone else 'all-MiniLM-L6-v2'})"
+    if args.score_views > 1:  # the same model read once per answer, for the views' own effect
+        rm.template.views = 1
+        p1 = rm.score(test["prompt"].tolist(), test["response"].tolist(), batch_size=64, progress=True)
+        results.append(evaluate(f"{name}, one view", test, p1))
+        rm.template.views = args.score_views
+        name += f", {args.score_views} views"
     t1 = time.time()
     p = rm.score(test["prompt"].tolist(), test["response"].tolist(), batch_size=64, progress=True)
     t_score = time.time() - t1
-    results.append(evaluate(f"P[Love] ({Path(train['backbone']).name if args.backbone else 'all-MiniLM-L6-v2'})",
-                            test, p))
+    results.append(evaluate(name, test, p))
 
     ref = {"auroc": 0.92, "within_model_auroc_mean": 0.89, "model_spearman": 0.90}
     tfidf_r, model_r = results[1], results[-1]
@@ -245,7 +255,8 @@ def main() -> None:
           f"test: {len(sides['test'])} ({len(test):,} answers; no model on two sides{split_note}). P[Love]: "
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
           f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}, "
-          f"dropout {'0.1' if args.dropout else 'off'}, batches grouped by length {args.group_by_length}; "
+          f"dropout {'0.1' if args.dropout else 'off'}, batches grouped by length {args.group_by_length}, "
+          f"scoring views {args.score_views}; "
           "training "
           f"{t_train / 60:.1f} min.", "",
           "| method (test models) | per-answer AUROC | within-model AUROC (mean) | model Spearman | model Pearson |",
@@ -257,15 +268,15 @@ def main() -> None:
                   f"{fmt(r['model_spearman'])} | {fmt(r['model_pearson'])} |")
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
-               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | AUROC "
+               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | views | AUROC "
                "| within-model | Spearman | training min |",
-               "|---|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|",
+               "|---|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|---:|",
                # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
                  f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
                  f"| {'0.1' if r['args'].get('dropout', 'True') == 'True' else 'off'} "
                  f"| {r['args'].get('group_by_length', 'False')} "  # earlier runs: random batches
-                 f"| {r['args'].get('bf16', 'n/a')} "
+                 f"| {r['args'].get('bf16', 'n/a')} | {r['args'].get('score_views', '1')} "
                  f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} | {fmt_min(r.get('train_seconds'))} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "

@@ -83,6 +83,50 @@ def test_template_keeps_the_answer_tail_and_the_prompt_end(tiny_backbone):
     assert enc["token_type_ids"][: sep + 1] == [0] * (sep + 1) and set(enc["token_type_ids"][sep + 1 :]) == {1}
 
 
+def test_views_read_more_of_a_long_answer_and_always_its_tail(tiny_backbone):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    t = PairTemplate.from_tokenizer(tok, max_length=20, views=3)
+    assert t.head_shares() == [0.0, 1 / 3, 2 / 3]
+    words = [WORDS[i % 20] for i in range(60)] + ["sending", "love", "bye"]
+    [views] = t.encode_views(tok, ["question"], [" ".join(words)])
+    seen = [tok.convert_ids_to_tokens(v["input_ids"]) for v in views]
+    assert len(seen) == 3 and all(len(s) == 20 and s[-4:] == ["sending", "love", "bye", "[SEP]"] for s in seen)
+    assert seen[1] == tok.convert_ids_to_tokens(t.encode(tok, ["question"], [" ".join(words)])[0]["input_ids"])
+    head_kept = [s.index("[SEP]") for s in seen]
+    assert seen[0][head_kept[0] + 1 : head_kept[0] + 2] != [words[0]] and seen[2][head_kept[2] + 1] == words[0]
+    # the single view's middle cut reads fewer distinct answer positions than the three together
+    assert len({tuple(s) for s in seen}) == 3
+    assert len(t.encode_views(tok, ["question"], ["warm love bye"])[0]) == 1  # an answer that fits: read once
+    with pytest.raises(ValueError, match="views"):
+        PairTemplate.from_tokenizer(tok, max_length=20, views=0)
+
+
+def test_scoring_views_average_the_logits_and_round_trip(trained, tmp_path):
+    import shutil
+
+    d, _ = trained
+    folder = tmp_path / "model"
+    shutil.copytree(d / "model", folder)
+    meta = json.loads((folder / "rluf_reward.json").read_text())
+    meta["template"]["views"] = 3
+    (folder / "rluf_reward.json").write_text(json.dumps(meta))
+    rm = RewardModel.load(folder)
+    assert rm.template.views == 3
+    long = " ".join(WORDS[i % 20] for i in range(90)) + " love bye"
+    prompts, responses = ["hello there", "hello there", "a question"], [long, "warm love bye", long + " noted"]
+    got = rm.logits(prompts, responses, batch_size=2)
+    import torch
+
+    for i, views in enumerate(rm.template.encode_views(rm.tokenizer, prompts, responses)):
+        with torch.inference_mode():
+            z = [rm.model(**{k: torch.tensor([v]) for k, v in e.items()}).logits[0, 0].item() for e in views]
+        assert len(views) == (1 if i == 1 else 3) and got[i] == pytest.approx(np.mean(z), abs=1e-5)
+    rm.template.views = 1
+    assert not np.allclose(rm.logits(prompts, responses), got)  # the long answers' scores differ with one view
+
+
 @given(st.lists(st.sampled_from(WORDS), min_size=0, max_size=5000))
 @settings(max_examples=40, deadline=None)
 def test_length_hint_counts_words_to_two_significant_digits(words):

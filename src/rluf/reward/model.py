@@ -57,7 +57,8 @@ class RewardModel:
         model = with_pooling(model, meta.get("pooling", "head"))  # folders from before pooling existed: 'head'
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         t = meta["template"]
-        template = PairTemplate.from_tokenizer(tok, t["max_length"], t["response_share"], t.get("length_hint", False))
+        template = PairTemplate.from_tokenizer(tok, t["max_length"], t["response_share"], t.get("length_hint", False),
+                                               t.get("views", 1))
         return cls(model, tok, template, meta, path)
 
     @property
@@ -73,25 +74,32 @@ class RewardModel:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        out = np.zeros(len(prompts), np.float32)
-        # Within a window of 32 batches, rows go through the model sorted by length, so a batch is padded to
-        # its own longest row rather than to a random long one.
+        # Within a window of 32 batches, inputs go through the model sorted by length, so a batch is padded to
+        # its own longest input rather than to a random long one. With several views (rluf.reward.template) a
+        # row's inputs are scored like rows and its logit is their mean.
         window = batch_size * 32
+        totals = np.zeros(len(prompts), np.float64)
+        counts = np.zeros(len(prompts), np.int64)
 
         def batches():
             for w in range(0, len(prompts), window):
-                enc = self.template.encode(self.tokenizer, prompts[w : w + window], responses[w : w + window])
+                views = self.template.encode_views(self.tokenizer, prompts[w : w + window], responses[w : w + window])
+                rows = np.array([w + i for i, v in enumerate(views) for _ in v], dtype=np.int64)
+                enc = [e for v in views for e in v]
                 order = np.argsort([len(e["input_ids"]) for e in enc], kind="stable")
                 for i in range(0, len(order), batch_size):
                     idx = order[i : i + batch_size]
-                    yield w + idx, pad_batch([enc[j] for j in idx], pad)
+                    yield rows[idx], pad_batch([enc[j] for j in idx], pad)
 
-        n_batches = -(-len(prompts) // batch_size)  # windows are whole multiples of the batch size
+        # Without views the batch count is known up front; with them it depends on how many answers are cut.
+        n_batches = -(-len(prompts) // batch_size) if self.template.views == 1 else None
         for rows, batch in track(batches(), "score", total=n_batches) if progress else batches():
             tensors = {k: torch.tensor(v, device=self.model.device) for k, v in batch.items()}
             with torch.inference_mode():
-                out[rows] = self.model(**tensors).logits[:, 0].float().cpu().numpy()
-        return out.astype(np.float64)
+                z = self.model(**tensors).logits[:, 0].float().cpu().numpy()
+            np.add.at(totals, rows, z)
+            np.add.at(counts, rows, 1)
+        return totals / np.maximum(counts, 1)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 32, progress: bool = False
               ) -> np.ndarray:

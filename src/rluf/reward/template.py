@@ -11,6 +11,10 @@ Truncation to `max_length` tokens:
   cut in the middle — its first third and its last two thirds survive, so closers ("Bye! Sending love ❤️")
   are never cut;
 - the prompt gets the rest, cut from the left: the latest context stays.
+Optional scoring views (`views`, 1 by default): a cut answer is also read with other cut points — the share of
+the answer budget taken from the start runs from 0 to 2/3 over the views (1/3 is the single view's), so the
+tail's last third of the budget is in every view and together they read up to 5/3 of the budget of answer
+text. The model's logit is the mean over a row's views; an answer that fits is read once.
 Optional length hint (`length_hint`, off by default): the response segment starts with "(N words) ", N the
 whole answer's word count (two significant digits), added after the cut so it always survives. A model that
 sees 128 tokens cannot otherwise tell a 150-word answer from a 900-word one. It is off by default because a
@@ -52,10 +56,13 @@ class PairTemplate:
     max_length: int
     response_share: float = 0.75
     length_hint: bool = False
+    views: int = 1
 
     @classmethod
-    def from_tokenizer(cls, tok, max_length: int, response_share: float = 0.75, length_hint: bool = False
-                       ) -> PairTemplate:
+    def from_tokenizer(cls, tok, max_length: int, response_share: float = 0.75, length_hint: bool = False,
+                       views: int = 1) -> PairTemplate:
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
         a = tok("a", add_special_tokens=False)["input_ids"]
         b = tok("b", add_special_tokens=False)["input_ids"]
         enc = tok("a", "b")
@@ -70,17 +77,22 @@ class PairTemplate:
         if tt is not None:
             tt = list(tt)
             types = (tt[0] if ia else tt[ia], tt[ia], tt[ia], tt[ib], tt[-1] if ib + len(b) < len(ids) else tt[ib])
-        return cls(ids[:ia], middle, ids[ib + len(b) :], types, max_length, response_share, length_hint)
+        return cls(ids[:ia], middle, ids[ib + len(b) :], types, max_length, response_share, length_hint, views)
 
     @property
     def n_special(self) -> int:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
-    def cut(self, p: list[int], r: list[int], reserved: int = 0) -> tuple[list[int], list[int]]:
+    def head_shares(self) -> list[float]:
+        """Per view, the share of the answer budget kept from the answer's start when it is cut."""
+        return [1 / 3] if self.views == 1 else [2 / 3 * i / (self.views - 1) for i in range(self.views)]
+
+    def cut(self, p: list[int], r: list[int], reserved: int = 0, head_share: float = 1 / 3
+            ) -> tuple[list[int], list[int]]:
         budget = max(self.max_length - self.n_special - reserved, 2)
         r_budget = max(int(budget * self.response_share), budget - len(p))
         if len(r) > r_budget:
-            head = r_budget // 3
+            head = int(r_budget * head_share + 1e-9)
             r = r[:head] + r[len(r) - (r_budget - head) :]
         p_budget = budget - len(r)
         p = p[len(p) - p_budget :] if p_budget > 0 else []
@@ -97,8 +109,9 @@ class PairTemplate:
                  if self.length_hint else [[]] * len(rs))
         return [(p, r, h) for p, r, h in zip(ps, rs, hints, strict=True)]
 
-    def build(self, p: list[int], r: list[int], hint: list[int] = ()) -> dict[str, list[int]]:
-        p, r = self.cut(p, r, reserved=len(hint))
+    def build(self, p: list[int], r: list[int], hint: list[int] = (), head_share: float = 1 / 3
+              ) -> dict[str, list[int]]:
+        p, r = self.cut(p, r, reserved=len(hint), head_share=head_share)
         r = list(hint) + r
         ids = self.prefix + p + self.middle + r + self.suffix
         out = {"input_ids": ids, "attention_mask": [1] * len(ids)}
@@ -109,12 +122,22 @@ class PairTemplate:
         return out
 
     def encode(self, tok, prompts: list[str], responses: list[str]) -> list[dict[str, list[int]]]:
+        """One input per pair: the single (default) cut, whatever `views` says; training reads this."""
         return [self.build(p, r, h) for p, r, h in self.tokenize(tok, prompts, responses)]
+
+    def encode_views(self, tok, prompts: list[str], responses: list[str]) -> list[list[dict[str, list[int]]]]:
+        """Per pair, its distinct inputs over `views` cut points (one where the answer fits)."""
+        out = []
+        for p, r, h in self.tokenize(tok, prompts, responses):
+            encs = [self.build(p, r, h, s) for s in self.head_shares()]
+            out.append([e for i, e in enumerate(encs) if all(e["input_ids"] != f["input_ids"] for f in encs[:i])])
+        return out
 
     def describe(self) -> dict:
         return {"layout": "<prefix> PROMPT <middle> RESPONSE <suffix>", "max_length": self.max_length,
                 "response_share": self.response_share, "prompt_cut": "left",
                 "response_cut": "middle (first third + last two thirds kept)", "length_hint": self.length_hint,
+                "views": self.views,
                 "prefix": self.prefix, "middle": self.middle, "suffix": self.suffix}
 
 

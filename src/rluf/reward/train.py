@@ -38,6 +38,10 @@ class RewardTrainConfig(StrictModel):
     length_hint: bool = False
     """Start the response with "(N words) ", the whole answer's length, which truncation otherwise hides. Off by
     default: a reward that reads length invites longer answers (see rluf.reward.template)."""
+    score_views: int = Field(1, ge=1)
+    """Read a cut answer at this many cut points when scoring and average the logits (see rluf.reward.template):
+    the score then reads up to 5/3 of the answer budget; scoring costs up to this many times more. Training
+    reads the single default cut."""
     pooling: str = Field("auto", pattern="^(auto|head|mean)$")
     """How the input becomes one vector for the one-logit head: 'head' = the checkpoint's own
     (AutoModelForSequenceClassification: [CLS] for encoders, the last token for decoders); 'mean' = the masked
@@ -315,7 +319,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     pooling = resolve_pooling(model, cfg.pooling)
     stderr.print(f"pooling {pooling}")
     model = with_pooling(model, pooling)
-    template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share, cfg.length_hint)
+    template = PairTemplate.from_tokenizer(tok, cfg.max_length, cfg.response_share, cfg.length_hint, cfg.score_views)
     pos_weight = 1.0
     if pairwise:
         train_ds = _Preferences(template.encode(tok, train["prompt"], train["chosen"]),
@@ -369,9 +373,11 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
 
     # The best checkpoint's validation logits as its evaluation computed them, where that is exactly what
     # RewardModel computes (fp32: Trainer evaluates under bf16 autocast otherwise; one process); else they are
-    # computed again below. Saves a validation pass (31 s of the demo's P[Love] on a 2-core AVX2 CPU).
+    # computed again below. Saves a validation pass (31 s of the demo's P[Love] on a 2-core AVX2 CPU). With
+    # several scoring views the calibration must see the mean over views, which evaluation does not compute.
     best = trainer.state.best_model_checkpoint
-    kept = trainer.eval_logits.get(int(best.rsplit("-", 1)[1])) if best and not args.bf16 else None
+    reuse = best and not args.bf16 and cfg.score_views == 1
+    kept = trainer.eval_logits.get(int(best.rsplit("-", 1)[1])) if reuse else None
     meta = {"kind": "pairwise" if pairwise else "binary", "backbone": backbone, "template": template.describe(),
             "pooling": pooling,
             "train": str(train_path), "validation": str(validation_path), "config": cfg.model_dump(mode="json")}
