@@ -412,7 +412,7 @@ class PolicyGenerator:
         from rluf.policy.packed import pack_linears
 
         model.requires_grad_(False)  # inference only
-        pack_linears(model)  # fp32 on the CPU: oneDNN-packed weights (rluf.policy.packed)
+        pack_linears(model)  # on the CPU: oneDNN-packed weights (rluf.policy.packed)
         return cls(model, tok, name=kw.pop("name", None) or Path(resolve_policy(spec)).name, **kw)
 
     def generate(self, prompts: list[Prompt], n: int = 1, seed: int | None = None, progress: str | None = None,

@@ -129,7 +129,7 @@ class GenerationMirror:
         self.model.requires_grad_(False)
         # The copy's layers hold no packed weights (those live outside the modules, see rluf.policy.packed), so
         # the merge's writes through .data cannot leave a stale one behind.
-        pack_linears(self.model)  # fp32 on the CPU: oneDNN-packed weights sample faster (rluf.policy.packed)
+        pack_linears(self.model)  # on the CPU: oneDNN-packed weights sample faster (rluf.policy.packed)
         mine = dict(self.model.named_modules())
         self.pairs = []
         for name, module in peft_model.named_modules():
@@ -247,7 +247,7 @@ def setup_model(cfg: PolicyTrainConfig, resume_dir: Path | None) -> tuple[Any, A
         for p in model.parameters():  # adapters train in fp32 on a bf16 base
             if p.requires_grad:
                 p.data = p.data.float()
-        pack_linears(model)  # the frozen fp32 base layers (rluf.policy.packed); a bf16 base stays as it is
+        pack_linears(model)  # the frozen base layers, fp32 or bf16 (rluf.policy.packed)
     else:
         # Full fine-tuning: a separate frozen copy is the reference.
         ref = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
