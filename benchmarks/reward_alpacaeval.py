@@ -101,6 +101,9 @@ def main() -> None:
                     help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
     ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
                     help="batch rows of similar token length (default off, as `rluf reward train`)")
+    ap.add_argument("--random-cut", action="store_true",
+                    help="P[Love] training cuts each long answer at a random point per read (rluf reward train "
+                         "--random-cut)")
     ap.add_argument("--score-views", type=int, default=1,
                     help="P[Love] reads a cut answer at this many cut points and averages the logits "
                          "(rluf.reward.template); with more than 1 the single-view score is reported too")
@@ -191,7 +194,7 @@ def main() -> None:
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
                             bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling,
                             disable_dropout=not args.dropout, group_by_length=args.group_by_length,
-                            score_views=args.score_views)
+                            score_views=args.score_views, random_cut=args.random_cut)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
     args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran
@@ -256,7 +259,7 @@ def main() -> None:
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
           f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}, "
           f"dropout {'0.1' if args.dropout else 'off'}, batches grouped by length {args.group_by_length}, "
-          f"scoring views {args.score_views}; "
+          f"random cut in training {args.random_cut}, scoring views {args.score_views}; "
           "training "
           f"{t_train / 60:.1f} min.", "",
           "| method (test models) | per-answer AUROC | within-model AUROC (mean) | model Spearman | model Pearson |",
@@ -268,15 +271,16 @@ def main() -> None:
                   f"{fmt(r['model_spearman'])} | {fmt(r['model_pearson'])} |")
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
-               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | views | AUROC "
-               "| within-model | Spearman | training min |",
-               "|---|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|---:|",
+               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | random cut "
+               "| views | AUROC | within-model | Spearman | training min |",
+               "|---|---:|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
                # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
                  f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
                  f"| {'0.1' if r['args'].get('dropout', 'True') == 'True' else 'off'} "
                  f"| {r['args'].get('group_by_length', 'False')} "  # earlier runs: random batches
-                 f"| {r['args'].get('bf16', 'n/a')} | {r['args'].get('score_views', '1')} "
+                 f"| {r['args'].get('bf16', 'n/a')} | {r['args'].get('random_cut', 'False')} "
+                 f"| {r['args'].get('score_views', '1')} "
                  f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} | {fmt_min(r.get('train_seconds'))} |" for r in out["previous_runs"]]]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "

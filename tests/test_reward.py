@@ -103,6 +103,31 @@ def test_views_read_more_of_a_long_answer_and_always_its_tail(tiny_backbone):
         PairTemplate.from_tokenizer(tok, max_length=20, views=0)
 
 
+def test_random_cut_reads_other_parts_of_a_long_answer_at_the_same_length(tiny_backbone, tmp_path):
+    import random
+
+    from transformers import AutoTokenizer
+
+    from rluf.reward.train import random_recut
+
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    t = PairTemplate.from_tokenizer(tok, max_length=20)
+    long = " ".join(WORDS[i % 20] for i in range(60)) + " sending love bye"
+    tokens = t.tokenize(tok, ["question", "question"], [long, "warm love bye"])
+    recut = random_recut(t, tokens)
+    random.seed(0)
+    reads = [tok.convert_ids_to_tokens(recut(0)["input_ids"]) for _ in range(20)]
+    assert len({tuple(r) for r in reads}) > 5 and {len(r) for r in reads} == {20}
+    assert all(r[-4:] == ["sending", "love", "bye", "[SEP]"] for r in reads)
+    assert all(recut(1) == t.build(*tokens[1]) for _ in range(5))  # an answer that fits is never cut
+    rows = make_rows(64, 0)
+    rows[0]["response"] = long
+    tr, va = write(tmp_path / "train.parquet", rows), write(tmp_path / "validation.parquet", make_rows(32, 1))
+    cfg = RewardTrainConfig(backbone=str(tiny_backbone), max_length=20, max_steps=2, batch_size=16, random_cut=True)
+    train_reward(cfg, tr, va, tmp_path / "model")
+    assert RewardModel.load(tmp_path / "model").meta["config"]["random_cut"] is True
+
+
 def test_scoring_views_average_the_logits_and_round_trip(trained, tmp_path):
     import shutil
 

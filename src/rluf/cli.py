@@ -370,6 +370,10 @@ def reward_train(
         "--group-by-length/--no-group-by-length",
         help="Batch rows of similar token length so batches pad less (default off: faster, but worse on "
              "AlpacaEval in the one A/B run).")] = None,
+    random_cut: Annotated[bool | None, typer.Option(
+        "--random-cut/--no-random-cut",
+        help="Cut a long answer at a random point each time training reads it (its end always kept), so "
+             "epochs read more of it (default off).")] = None,
     score_views: Annotated[int | None, typer.Option(
         help="Score a cut answer at this many cut points and average the logits, so the score reads up to 5/3 "
              "of the answer budget (default 1; scoring costs up to N times more).")] = None,
@@ -389,7 +393,8 @@ def reward_train(
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate,
                           length_hint=length_hint, pooling=pooling,
                           disable_dropout=None if dropout is None else not dropout,
-                          group_by_length=group_by_length, score_views=score_views)
+                          group_by_length=group_by_length, score_views=score_views,
+                          random_cut=random_cut)
         return train_reward(cfg, train, validation, out)
 
     _run(json_out, body, lambda r: _kv_table("reward train", r))

@@ -10,6 +10,7 @@ positives, then Platt scaling) and the model folder gets metrics.json, report.md
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ class RewardTrainConfig(StrictModel):
     """Read a cut answer at this many cut points when scoring and average the logits (see rluf.reward.template):
     the score then reads up to 5/3 of the answer budget; scoring costs up to this many times more. Training
     reads the single default cut."""
+    random_cut: bool = False
+    """Cut a long answer at a random point each time training reads it: the share of the answer budget taken
+    from its start is drawn uniformly from 0 to 2/3 (the range of the scoring views; the budget's last third,
+    the answer's end, is always kept). Over several epochs the model then reads more of each long answer.
+    Input lengths do not change. Validation reads the single default cut."""
     pooling: str = Field("auto", pattern="^(auto|head|mean)$")
     """How the input becomes one vector for the one-logit head: 'head' = the checkpoint's own
     (AutoModelForSequenceClassification: [CLS] for encoders, the last token for decoders); 'mean' = the masked
@@ -106,17 +112,26 @@ class _Preferences:
         return [max(len(c["input_ids"]), len(r["input_ids"])) for c, r in zip(self.chosen, self.rejected, strict=True)]
 
 
-class _Pairs:
-    """A torch-style dataset of pre-tokenised pairs with float labels and row weights."""
+def random_recut(template: PairTemplate, tokens: list[tuple[list[int], list[int], list[int]]]) -> Any:
+    """i → row i's input with its answer cut at a random point (head share uniform in [0, 2/3]). Python's RNG:
+    Trainer seeds it (set_seed) and the single-process data loader reads rows in order."""
+    return lambda i: template.build(*tokens[i], head_share=random.uniform(0, 2 / 3))
 
-    def __init__(self, enc: list[dict], labels: list[int], weights: list[float]):
-        self.enc, self.labels, self.weights = enc, labels, weights
+
+class _Pairs:
+    """A torch-style dataset of pre-tokenised pairs with float labels and row weights. With `recut` (training
+    with random_cut), row i's input is built anew at each read by `recut(i)`: a long answer cut at a random
+    point."""
+
+    def __init__(self, enc: list[dict], labels: list[int], weights: list[float], recut: Any = None):
+        self.enc, self.labels, self.weights, self.recut = enc, labels, weights, recut
 
     def __len__(self) -> int:
         return len(self.enc)
 
     def __getitem__(self, i: int) -> dict:
-        return {**self.enc[i], "labels": float(self.labels[i]), "weight": float(self.weights[i])}
+        enc = self.enc[i] if self.recut is None else self.recut(i)
+        return {**enc, "labels": float(self.labels[i]), "weight": float(self.weights[i])}
 
     def lengths(self) -> list[int]:
         return [len(e["input_ids"]) for e in self.enc]
@@ -327,10 +342,12 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         val_ds = _Preferences(template.encode(tok, val["prompt"], val["chosen"]),
                               template.encode(tok, val["prompt"], val["rejected"]))
     else:
-        enc_train = template.encode(tok, train["prompt"], train["response"])
+        tokens = template.tokenize(tok, train["prompt"], train["response"])
+        enc_train = [template.build(p, r, h) for p, r, h in tokens]
         n_pos = sum(train["label"])
         pos_weight = cfg.pos_weight or ((len(train["label"]) - n_pos) / n_pos if cfg.balanced else 1.0)
-        train_ds = _Pairs(enc_train, train["label"], train.get("weight") or [1.0] * len(enc_train))
+        recut = random_recut(template, tokens) if cfg.random_cut else None
+        train_ds = _Pairs(enc_train, train["label"], train.get("weight") or [1.0] * len(enc_train), recut)
         val_ds = _Pairs(template.encode(tok, val["prompt"], val["response"]), val["label"], [1.0] * len(val["prompt"]))
 
     eval_kw: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
