@@ -42,7 +42,7 @@ class RewardTrainConfig(StrictModel):
     score_views: int = Field(1, ge=1)
     """Read a cut answer at this many cut points when scoring and average the logits (see rluf.reward.template):
     the score then reads up to 5/3 of the answer budget; scoring costs up to this many times more. Training
-    reads the single default cut."""
+    reads the single default cut (or a random one: random_cut)."""
     random_cut: bool = False
     """Cut a long answer at a random point each time training reads it: the share of the answer budget taken
     from its start is drawn uniformly from 0 to 2/3 (the range of the scoring views; the budget's last third,
