@@ -107,6 +107,12 @@ def main() -> None:
     ap.add_argument("--score-views", type=int, default=1,
                     help="P[Love] reads a cut answer at this many cut points and averages the logits "
                          "(rluf.reward.template); with more than 1 the single-view score is reported too")
+    ap.add_argument("--average-checkpoints", type=int, default=1,
+                    help="P[Love] keeps the average of the last N checkpoints' weights (rluf reward train "
+                         "--average-checkpoints); with more than 1 the best single checkpoint is reported too")
+    ap.add_argument("--eval-steps", type=int, default=None,
+                    help="evaluate and checkpoint every N steps (default: once per epoch)")
+    ap.add_argument("--seed", type=int, default=0, help="P[Love] training seed (order, random cuts)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
     args = ap.parse_args()
@@ -194,13 +200,24 @@ def main() -> None:
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
                             bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling,
                             disable_dropout=not args.dropout, group_by_length=args.group_by_length,
-                            score_views=args.score_views, random_cut=args.random_cut)
+                            score_views=args.score_views, random_cut=args.random_cut,
+                            average_checkpoints=args.average_checkpoints, eval_steps=args.eval_steps, seed=args.seed)
     t0 = time.time()
     train = train_reward(cfg, work / "train.parquet", work / "validation.parquet", work / "model")
     args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran
     t_train = time.time() - t0
     rm = RewardModel.load(work / "model")
     name = f"P[Love] ({Path(train['backbone']).name if args.backbone else 'all-MiniLM-L6-v2'})"
+    if train["averaged_checkpoints"]:  # the best single checkpoint, read as the averaged model is
+        from safetensors.torch import load_file
+
+        averaged = {k: v.clone() for k, v in rm.model.state_dict().items()}
+        rm.model.load_state_dict(load_file(str(Path(train["best_checkpoint"]) / "model.safetensors")), strict=False)
+        p_best = rm.score(test["prompt"].tolist(), test["response"].tolist(), batch_size=64, progress=True)
+        results.append(evaluate(f"{name}, best checkpoint ({Path(train['best_checkpoint']).name}), not averaged"
+                                f"{f', {args.score_views} views' if args.score_views > 1 else ''}", test, p_best))
+        rm.model.load_state_dict(averaged)
+        name += f", average of {len(train['averaged_checkpoints'])} checkpoints"
     if args.score_views > 1:  # the same model read once per answer, for the views' own effect
         rm.template.views = 1
         p1 = rm.score(test["prompt"].tolist(), test["response"].tolist(), batch_size=64, progress=True)
@@ -223,6 +240,8 @@ def main() -> None:
         "beats_tfidf": beats, "reference_on_another_split": ref,
         "seconds": {"train": round(t_train, 1), "score_test": round(t_score, 1)},
         "validation_metrics": train["metrics"]["validation"],
+        "checkpoint_validation": train["checkpoint_validation"], "best_checkpoint": train["best_checkpoint"],
+        "averaged_checkpoints": train["averaged_checkpoints"],
     }
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
@@ -259,7 +278,8 @@ def main() -> None:
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
           f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}, "
           f"dropout {'0.1' if args.dropout else 'off'}, batches grouped by length {args.group_by_length}, "
-          f"random cut in training {args.random_cut}, scoring views {args.score_views}; "
+          f"random cut in training {args.random_cut}, scoring views {args.score_views}, seed {args.seed}, "
+          f"checkpoints averaged {args.average_checkpoints} (every {args.eval_steps or 'epoch'} steps); "
           "training "
           f"{t_train / 60:.1f} min.", "",
           "| method (test models) | per-answer AUROC | within-model AUROC (mean) | model Spearman | model Pearson |",
@@ -272,17 +292,20 @@ def main() -> None:
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
                "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | random cut "
-               "| views | AUROC | within-model | Spearman | training min |",
-               "|---|---:|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
+               "| views | seed | checkpoints averaged | AUROC | within-model | Spearman | training min |",
+               "|---|---:|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
                # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
                  f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
                  f"| {'0.1' if r['args'].get('dropout', 'True') == 'True' else 'off'} "
                  f"| {r['args'].get('group_by_length', 'False')} "  # earlier runs: random batches
                  f"| {r['args'].get('bf16', 'n/a')} | {r['args'].get('random_cut', 'False')} "
-                 f"| {r['args'].get('score_views', '1')} "
+                 f"| {r['args'].get('score_views', '1')} | {r['args'].get('seed', '0')} "
+                 f"| {r['args'].get('average_checkpoints', '1')} "
                  f"| {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} "
                  f"| {r['model_spearman']:.3f} | {fmt_min(r.get('train_seconds'))} |" for r in out["previous_runs"]]]
+    md += ["", "Validation AUROC at each checkpoint of this run: " + ", ".join(
+        f"step {e['step']} {e['auroc']:.3f}" for e in train["checkpoint_validation"]) + "."]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
            "within-model 0.89, Spearman 0.90.", "", f"![per-model]({stem}.png)"]
     (res_dir / f"{stem}.md").write_text("\n".join(md) + "\n")

@@ -494,3 +494,29 @@ def test_mean_pooling_needs_a_linear_head():
         with_pooling(RobertaForSequenceClassification(cfg), "mean")
     with pytest.raises(ValueError, match="pooling must be one of"):
         with_pooling(RobertaForSequenceClassification(cfg), "max")
+
+
+@pytest.mark.parametrize("pooling", ["head", "mean"])
+def test_checkpoint_averaging_keeps_the_mean_of_the_last_weights(tiny_backbone, tmp_path, pooling):
+    import torch
+    from safetensors.torch import load_file
+
+    tr, va = write(tmp_path / "t.parquet", make_rows(160, 21)), write(tmp_path / "v.parquet", make_rows(48, 22))
+    cfg = RewardTrainConfig(backbone=str(tiny_backbone), pooling=pooling, max_length=64, batch_size=16, max_steps=20,
+                            eval_steps=5, learning_rate=2e-3, warmup_ratio=0.0, average_checkpoints=3)
+    res = train_reward(cfg, tr, va, tmp_path / "m")
+    assert res["averaged_checkpoints"] == ["checkpoint-10", "checkpoint-15", "checkpoint-20"]
+    assert [e["step"] for e in res["checkpoint_validation"]] == [5, 10, 15, 20]
+    ckpts = tmp_path / "m" / "checkpoints"
+    parts = [load_file(str(ckpts / c / "model.safetensors")) for c in res["averaged_checkpoints"]]
+    rm = RewardModel.load(tmp_path / "m")
+    saved = rm.model.state_dict()  # the mean-pooling wrapper's names are its checkpoints' names ("model.bert...")
+    floats = [k for k, v in parts[0].items() if v.is_floating_point()]
+    assert len(floats) > 10
+    for k in floats:  # what was saved and loads again is the uniform average, not any one checkpoint
+        assert torch.allclose(saved[k], sum(p[k] for p in parts) / 3, atol=1e-6)
+    moved = [k for k in floats if not torch.equal(parts[0][k], parts[2][k])]
+    assert moved and not torch.allclose(saved[moved[0]], parts[2][moved[0]])
+    assert rm.meta["averaged_checkpoints"] == res["averaged_checkpoints"]
+    assert "average of checkpoint-10, checkpoint-15, checkpoint-20" in (tmp_path / "m" / "report.md").read_text()
+    assert res["validation_logits_reused"] is False

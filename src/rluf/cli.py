@@ -377,6 +377,12 @@ def reward_train(
     score_views: Annotated[int | None, typer.Option(
         help="Score a cut answer at this many cut points and average the logits, so the score reads up to 5/3 "
              "of the answer budget (default 1; scoring costs up to N times more).")] = None,
+    average_checkpoints: Annotated[int | None, typer.Option(
+        help="Keep the average of the last N checkpoints' weights (one per evaluation, see --eval-steps) "
+             "instead of the best single one (default 1: the best by validation AUROC).")] = None,
+    eval_steps: Annotated[int | None, typer.Option(
+        help="Evaluate and checkpoint every N steps (default: once per epoch).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the order, initialisation and random cuts.")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -394,7 +400,8 @@ def reward_train(
                           length_hint=length_hint, pooling=pooling,
                           disable_dropout=None if dropout is None else not dropout,
                           group_by_length=group_by_length, score_views=score_views,
-                          random_cut=random_cut)
+                          random_cut=random_cut, average_checkpoints=average_checkpoints,
+                          eval_steps=eval_steps, seed=seed)
         return train_reward(cfg, train, validation, out)
 
     _run(json_out, body, lambda r: _kv_table("reward train", r))

@@ -85,6 +85,11 @@ class RewardTrainConfig(StrictModel):
     calibration: str = Field("platt", pattern="^(platt|temperature|none)$")
     eval_steps: int | None = None
     """Evaluate and checkpoint every N steps (default: once per epoch)."""
+    average_checkpoints: int = Field(1, ge=1)
+    """Keep the uniform average of the last N checkpoints' weights (one per evaluation: see eval_steps) instead of
+    the single checkpoint with the best validation AUROC (N = 1). Checkpoint averaging (as fairseq's
+    average_checkpoints.py) smooths the last stretch of training at no training cost; the averaged model's
+    validation metrics are measured like any other, and each checkpoint's validation AUROC is recorded."""
     seed: int = 0
     bf16: bool | None = None
     """bf16 mixed precision; None = where the hardware runs it fast (CPUs with avx512_bf16 or AMX, recent
@@ -295,6 +300,28 @@ def _read_pairs(path: Path) -> dict[str, list]:
     return cols
 
 
+def average_checkpoints(model: Any, checkpoints: list[Path]) -> None:
+    """Load into `model` the uniform average of these Trainer checkpoints' weights (their model.safetensors, saved
+    from this same model object, so the names match). Integer tensors (position ids) are taken from the last."""
+    import torch
+    from safetensors.torch import load_file
+
+    total: dict[str, torch.Tensor] = {}
+    for ckpt in checkpoints:
+        if not (ckpt / "model.safetensors").exists():  # e.g. FSDP / ZeRO-3 shards: not averaged here
+            raise FileNotFoundError(f"{ckpt}: no model.safetensors to average (sharded checkpoints are not supported)")
+        for name, t in load_file(str(ckpt / "model.safetensors")).items():
+            if t.is_floating_point():
+                total[name] = total[name] + t.double() if name in total else t.double()
+            else:
+                total[name] = t
+    state = model.state_dict()
+    avg = {k: (v / len(checkpoints)).to(state[k].dtype) if v.is_floating_point() else v for k, v in total.items()}
+    missing, unexpected = model.load_state_dict(avg, strict=False)
+    if unexpected or [k for k in missing if k in state and state[k].is_floating_point()]:
+        raise ValueError(f"checkpoints do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
 def disable_dropout(model: Any) -> None:
     """p = 0 in every dropout layer; attention reads its layer's p as well (BERT: `self.dropout.p`). TRL has the
     same three lines (`disable_dropout_in_model`), but TRL is only a benchmark extra here."""
@@ -361,7 +388,9 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
         load_best_model_at_end=True, metric_for_best_model="accuracy" if pairwise else "auroc",
-        greater_is_better=True, save_total_limit=2, report_to=cfg.report_to, bf16=resolve_bf16(cfg.bf16),
+        # Averaging needs the last N checkpoints; rotation keeps the best one besides the newest.
+        greater_is_better=True, save_total_limit=max(2, cfg.average_checkpoints + 1), report_to=cfg.report_to,
+        bf16=resolve_bf16(cfg.bf16),
         remove_unused_columns=False, label_names=["labels"],  # named: the mean-pooling wrapper's forward has none
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **eval_kw,
@@ -377,6 +406,16 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     if resume:
         stderr.print(f"resuming from {ckpts[-1].name}")
     trainer.train(resume_from_checkpoint=True if resume else None)
+    averaged: list[str] = []
+    if cfg.average_checkpoints > 1:
+        kept_ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda c: int(c.name.rsplit("-", 1)[1]))
+        last = kept_ckpts[-cfg.average_checkpoints :]
+        if len(last) < cfg.average_checkpoints:
+            stderr.print(f"[yellow]only {len(last)} checkpoint(s) to average, not {cfg.average_checkpoints}")
+        if trainer.is_world_process_zero():
+            stderr.print(f"averaging the weights of {', '.join(c.name for c in last)}")
+        average_checkpoints(model, last)
+        averaged = [c.name for c in last]
     if pooling == "head":
         trainer.save_model(str(out))  # on every process: FSDP / ZeRO-3 gather the weights collectively
     elif trainer.is_world_process_zero():  # the wrapper is not a PreTrainedModel: save the model it wraps
@@ -393,7 +432,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     # computed again below. Saves a validation pass (31 s of the demo's P[Love] on a 2-core AVX2 CPU). With
     # several scoring views the calibration must see the mean over views, which evaluation does not compute.
     best = trainer.state.best_model_checkpoint
-    reuse = best and not args.bf16 and cfg.score_views == 1
+    reuse = best and not args.bf16 and cfg.score_views == 1 and not averaged
     kept = trainer.eval_logits.get(int(best.rsplit("-", 1)[1])) if reuse else None
     meta = {"kind": "pairwise" if pairwise else "binary", "backbone": backbone, "template": template.describe(),
             "pooling": pooling,
@@ -423,14 +462,25 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
                                                 val.get("group"))}
         images = plots(val["label"], p_val, out, prefix="validation_")
         title = f"P[Love] reward model — {out.name}"
+    # Each evaluation's validation metric (Trainer's log), so an averaged model can be read against its parts.
+    key = "eval_accuracy" if pairwise else "eval_auroc"
+    evals = [{"step": e["step"], "epoch": e.get("epoch"), key[5:]: e[key]} for e in trainer.state.log_history
+             if key in e]
     meta["metrics"] = metrics
+    meta["checkpoint_validation"] = evals
     meta["best_checkpoint"] = trainer.state.best_model_checkpoint
+    meta["averaged_checkpoints"] = averaged
     meta["train_seconds"] = round(time.time() - t0, 1)
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "report.md").write_text(report_md(title, metrics, images))
+    kept_note = (f"Weights: the average of {', '.join(averaged)}." if averaged else
+                 f"Weights: {Path(meta['best_checkpoint'] or 'the last step').name} (best validation {key[5:]}).")
+    evals_md = ["", kept_note, "", f"| step | epoch | validation {key[5:]} |", "|---:|---:|---:|",
+                *[f"| {e['step']} | {e['epoch'] or 0:.2f} | {e[key[5:]]:.4f} |" for e in evals]]
+    (out / "report.md").write_text(report_md(title, metrics, images) + "\n".join(evals_md) + "\n")
     return {"out": str(out), "kind": meta["kind"], "backbone": backbone, "pooling": pooling,
             "train_rows": len(train_ds),
             "validation_rows": len(val_ds), "validation_logits_reused": kept is not None, "pos_weight": pos_weight,
             "calibration": meta.get("calibration"),
-            "metrics": metrics, "best_checkpoint": meta["best_checkpoint"], "seconds": meta["train_seconds"]}
+            "metrics": metrics, "checkpoint_validation": evals, "best_checkpoint": meta["best_checkpoint"],
+            "averaged_checkpoints": averaged, "seconds": meta["train_seconds"]}
