@@ -9,7 +9,8 @@ dealt round-robin, so every side spans weak and strong models. On the test model
 In the same run: a length-only logistic model and TF-IDF + length logistic regression (the baselines), and a
 diagnostic that reads no answer text: each instruction's win rate among the train models plus relative length.
 
-    python benchmarks/reward_alpacaeval.py                    # what was committed: default backbone, 3 epochs
+    python benchmarks/reward_alpacaeval.py --max-length 384 --length-hint --pooling mean --random-cut \
+        --score-views 3 --eval-steps 151 --average-checkpoints 3 --seed 1   # what was committed (2026-12-07)
     python benchmarks/reward_alpacaeval.py --max-steps 20     # a quick look
     python benchmarks/reward_alpacaeval.py --new-instructions # test models answer only unseen instructions
 
