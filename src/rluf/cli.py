@@ -382,7 +382,9 @@ def reward_train(
              "instead of the best single one (default 1: the best by validation AUROC).")] = None,
     eval_steps: Annotated[int | None, typer.Option(
         help="Evaluate and checkpoint every N steps (default: once per epoch).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the order, initialisation and random cuts.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the training order, random cuts and dropout (Trainer's set_seed; the one-logit head is "
+             "initialised before it).")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
