@@ -10,7 +10,8 @@ In the same run: a length-only logistic model and TF-IDF + length logistic regre
 diagnostic that reads no answer text: each instruction's win rate among the train models plus relative length.
 
     python benchmarks/reward_alpacaeval.py --max-length 384 --length-hint --pooling mean --random-cut \
-        --score-views 3 --eval-steps 151 --average-checkpoints 3 --seed 1   # what was committed (2026-12-07)
+        --score-views 3 --eval-steps 151 --average-checkpoints 3 --seed 1   # ahead of TF-IDF (2026-12-07);
+        # the committed results: the same with --seed 2 --score-views 1 (short of TF-IDF)
     python benchmarks/reward_alpacaeval.py --max-steps 20     # a quick look
     python benchmarks/reward_alpacaeval.py --new-instructions # test models answer only unseen instructions
 
