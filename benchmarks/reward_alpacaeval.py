@@ -50,7 +50,7 @@ from rluf.reward import RewardModel
 from rluf.reward.metrics import auroc
 from rluf.reward.model import resolve_backbone
 from rluf.reward.template import PairTemplate
-from rluf.reward.train import RewardTrainConfig, train_reward
+from rluf.reward.train import RewardTrainConfig, average_checkpoints, train_reward
 
 HERE = Path(__file__).resolve().parent
 
@@ -211,10 +211,8 @@ def main() -> None:
     rm = RewardModel.load(work / "model")
     name = f"P[Love] ({Path(train['backbone']).name if args.backbone else 'all-MiniLM-L6-v2'})"
     if train["averaged_checkpoints"]:  # the best single checkpoint, read as the averaged model is
-        from safetensors.torch import load_file
-
         averaged = {k: v.clone() for k, v in rm.model.state_dict().items()}
-        rm.model.load_state_dict(load_file(str(Path(train["best_checkpoint"]) / "model.safetensors")), strict=False)
+        average_checkpoints(rm.model, [Path(train["best_checkpoint"])])  # one checkpoint: its weights, names checked
         p_best = rm.score(test["prompt"].tolist(), test["response"].tolist(), batch_size=64, progress=True)
         results.append(evaluate(f"{name}, best checkpoint ({Path(train['best_checkpoint']).name}), not averaged"
                                 f"{f', {args.score_views} views' if args.score_views > 1 else ''}", test, p_best))
