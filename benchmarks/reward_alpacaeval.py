@@ -103,6 +103,9 @@ def main() -> None:
                     help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
     ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
                     help="batch rows of similar token length (default off, as `rluf reward train`)")
+    ap.add_argument("--micro-batches", type=int, default=1,
+                    help="split each random batch of 32 into N length-sorted micro-batches (rluf reward train "
+                         "--micro-batches): the same steps with less padding")
     ap.add_argument("--random-cut", action="store_true",
                     help="P[Love] training cuts each long answer at a random point per read (rluf reward train "
                          "--random-cut)")
@@ -202,6 +205,7 @@ def main() -> None:
                             max_length=args.max_length, batch_size=32, learning_rate=args.learning_rate,
                             bf16=args.bf16, resume=False, length_hint=args.length_hint, pooling=args.pooling,
                             disable_dropout=not args.dropout, group_by_length=args.group_by_length,
+                            micro_batches=args.micro_batches,
                             score_views=args.score_views, random_cut=args.random_cut,
                             average_checkpoints=args.average_checkpoints, eval_steps=args.eval_steps, seed=args.seed)
     t0 = time.time()
@@ -278,6 +282,7 @@ def main() -> None:
           f"{args.epochs} epoch(s) capped at {args.max_steps} steps (-1: none), max_length {args.max_length}, "
           f"lr {args.learning_rate}, bf16 {args.bf16}, length hint {args.length_hint}, pooling {args.pooling}, "
           f"dropout {'0.1' if args.dropout else 'off'}, batches grouped by length {args.group_by_length}, "
+          f"length-sorted micro-batches {args.micro_batches}, "
           f"random cut in training {args.random_cut}, scoring views {args.score_views}, seed {args.seed}, "
           f"checkpoints averaged {args.average_checkpoints} (every {args.eval_steps or 'epoch'} steps); "
           "training "
@@ -291,14 +296,16 @@ def main() -> None:
                   f"{fmt(r['model_spearman'])} | {fmt(r['model_pearson'])} |")
     if out.get("previous_runs"):
         md += ["", "Earlier P[Love] runs on the same split:", "",
-               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | bf16 | random cut "
+               "| date | epochs | max_length | lr | length hint | pooling | dropout | grouped | micro-batches | bf16 "
+               "| random cut "
                "| views | seed | checkpoints averaged | AUROC | within-model | Spearman | training min |",
-               "|---|---:|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+               "|---|---:|---:|---:|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
                # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
                *[f"| {r['date']} | {r['args']['epochs']} | {r['args']['max_length']} | {r['args']['learning_rate']} "
                  f"| {r['args'].get('length_hint', 'False')} | {r['args'].get('pooling', 'head')} "
                  f"| {'0.1' if r['args'].get('dropout', 'True') == 'True' else 'off'} "
                  f"| {r['args'].get('group_by_length', 'False')} "  # earlier runs: random batches
+                 f"| {r['args'].get('micro_batches', '1')} "
                  f"| {r['args'].get('bf16', 'n/a')} | {r['args'].get('random_cut', 'False')} "
                  f"| {r['args'].get('score_views', '1')} | {r['args'].get('seed', '0')} "
                  f"| {r['args'].get('average_checkpoints', '1')} "

@@ -370,6 +370,10 @@ def reward_train(
         "--group-by-length/--no-group-by-length",
         help="Batch rows of similar token length so batches pad less (default off: faster, but worse on "
              "AlpacaEval in the one A/B run).")] = None,
+    micro_batches: Annotated[int | None, typer.Option(
+        help="Split each random batch into N micro-batches of rows of similar length and accumulate their "
+             "gradients: the same step as one batch with less padding (default 1; --batch-size must divide by "
+             "N).")] = None,
     random_cut: Annotated[bool | None, typer.Option(
         "--random-cut/--no-random-cut",
         help="Cut a long answer at a random point each time training reads it (its end always kept), so "
@@ -401,7 +405,7 @@ def reward_train(
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate,
                           length_hint=length_hint, pooling=pooling,
                           disable_dropout=None if dropout is None else not dropout,
-                          group_by_length=group_by_length, score_views=score_views,
+                          group_by_length=group_by_length, micro_batches=micro_batches, score_views=score_views,
                           random_cut=random_cut, average_checkpoints=average_checkpoints,
                           eval_steps=eval_steps, seed=seed)
         return train_reward(cfg, train, validation, out)

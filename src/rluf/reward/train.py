@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rluf.config import StrictModel
 from rluf.hardware import resolve_bf16
@@ -68,6 +68,12 @@ class RewardTrainConfig(StrictModel):
     0.903 / 0.798 / 0.893), one seed each; a likely cause is batches of one length where the label follows
     length. It would pay more at long inputs: at 512 tokens, random batches of 32 pad the 16,904 AlpacaEval
     answers to 2.07x their real tokens, grouped ones to 1.02x (1.40x and 1.01x at 256)."""
+    micro_batches: int = Field(1, ge=1)
+    """Split each random training batch into this many micro-batches of rows of similar length, each padded to
+    its own longest row, and accumulate their gradients into one optimiser step. Unlike group_by_length the
+    batches stay random: the step is the same as one padded batch (up to float rounding; with class or row
+    weights each micro-batch is a weighted mean of its own), only the padding is gone. batch_size must divide
+    by it."""
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
@@ -98,6 +104,15 @@ class RewardTrainConfig(StrictModel):
     """Where Trainer logs: none, tensorboard, wandb, ..."""
     resume: bool = True
     """Resume from the last checkpoint in OUT/checkpoints when there is one."""
+
+    @model_validator(mode="after")
+    def _micro_batches_fit(self) -> RewardTrainConfig:
+        if self.batch_size % self.micro_batches:
+            raise ValueError(f"micro_batches: {self.micro_batches} does not divide batch_size {self.batch_size}")
+        if self.micro_batches > 1 and self.group_by_length:
+            raise ValueError("micro_batches > 1 and group_by_length: choose one (both cut padding; "
+                             "group_by_length also makes each batch one length)")
+        return self
 
 
 class _Preferences:
@@ -162,6 +177,31 @@ def length_grouped_order(lengths: list[int], batch_size: int) -> list[int]:
     return [i for b in order + [b for b in batches if len(b) < batch_size] for i in b]
 
 
+def sorted_within_batches(lengths: list[int], batch_size: int) -> list[int]:
+    """A random order (torch's seeded global RNG, as Trainer's RandomSampler) whose consecutive `batch_size`
+    slices are random batches, each sorted by length, so that cutting a slice into micro-batches puts rows of
+    similar length together. Written by hand: transformers groups by length only across batches
+    (get_length_grouped_indices), which changes what a batch holds."""
+    import torch
+
+    order = torch.randperm(len(lengths)).tolist()
+    return [i for s in range(0, len(order), batch_size)
+            for i in sorted(order[s : s + batch_size], key=lambda j: -lengths[j])]
+
+
+class SortedWithinBatchSampler:
+    """torch Sampler over `sorted_within_batches` (a new order every epoch)."""
+
+    def __init__(self, lengths: list[int], batch_size: int):
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        return iter(sorted_within_batches(self.lengths, self.batch_size))
+
+
 class LengthGroupedShuffledSampler:
     """torch Sampler over `length_grouped_order` (a new order every epoch, from torch's seeded global RNG)."""
 
@@ -204,15 +244,23 @@ def _trainer_class():
 
         pos_weight: float = 1.0
         eval_logits: dict[int, np.ndarray]
+        micro_batches: int = 1
+        # compute_loss returns a mean over its micro-batch: Trainer must divide it by the accumulation steps.
+        # (Left to itself it decides from the model's forward signature; the mean-pooling wrapper and
+        # transformers 5 models take **kwargs, which made Trainer skip the division and scale the gradient by
+        # the number of accumulated micro-batches.)
+        loss_is_scaled_for_ga = False
 
         # With train_sampling_strategy="group_by_length", Trainer groups training batches by length, but infers
         # lengths only from a datasets.Dataset column or an `input_ids` field, which preference pairs lack; our
         # datasets know their lengths. Training batches come in random order (see length_grouped_order).
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            if self.micro_batches > 1 and hasattr(ds, "lengths"):
+                return SortedWithinBatchSampler(ds.lengths(), batch)
             if self.args.train_sampling_strategy != "group_by_length" or not hasattr(ds, "lengths"):
                 return super()._get_train_sampler(train_dataset)
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return LengthGroupedShuffledSampler(ds.lengths(), batch)
 
         # Evaluation runs in order of length (metrics do not depend on the order), so each batch is padded to
@@ -384,8 +432,9 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size * 2,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        # Micro-batches are gradient accumulation over length-sorted slices of one random batch.
+        per_device_train_batch_size=cfg.batch_size // cfg.micro_batches, per_device_eval_batch_size=cfg.batch_size * 2,
+        gradient_accumulation_steps=cfg.grad_accum * cfg.micro_batches, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, logging_steps=10, seed=cfg.seed,
         load_best_model_at_end=True, metric_for_best_model="accuracy" if pairwise else "auroc",
         # Averaging needs the last N checkpoints; rotation keeps the best one besides the newest.
@@ -400,6 +449,7 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
         eval_dataset=val_ds, compute_metrics=_compute_metrics,
     )
     trainer.pos_weight = pos_weight
+    trainer.micro_batches = cfg.micro_batches
     trainer.eval_logits = {}
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").exists() else []
     resume = cfg.resume and bool(ckpts)
