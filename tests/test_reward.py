@@ -341,17 +341,20 @@ def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
         assert np.all(np.diff(np.asarray(ds.lengths())[random_trainer._get_eval_sampler(ds)]) >= 0)
 
 
-def test_distributed_training_writes_the_folder_once(tiny_backbone, tmp_path):
+@pytest.mark.parametrize("micro", [1, 4])
+def test_distributed_training_writes_the_folder_once(tiny_backbone, tmp_path, micro):
     """Two CPU processes (gloo) as `accelerate launch` starts them on GPUs: the Trainer shards the batches,
-    and only the main process calibrates and writes the folder's metadata and report."""
+    and only the main process calibrates and writes the folder's metadata and report. Also with length-sorted
+    micro-batches (gradient accumulation under DDP)."""
     import os
     import subprocess
     import sys
 
     tr, va = write(tmp_path / "t.parquet", make_rows(128, 7)), write(tmp_path / "v.parquet", make_rows(64, 8))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29540 + micro),
            "-m", "rluf.cli", "reward", "train", "--train", str(tr), "--validation", str(va),
-           "--out", str(tmp_path / "m"), "--backbone", str(tiny_backbone), "--max-steps", "4", "--json"]
+           "--out", str(tmp_path / "m"), "--backbone", str(tiny_backbone), "--max-steps", "4",
+           "--micro-batches", str(micro), "--json"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     results = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
