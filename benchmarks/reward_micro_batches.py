@@ -45,14 +45,20 @@ from rluf.reward.template import PairTemplate  # noqa: E402
 from rluf.reward.train import _collator, _Pairs, disable_dropout, random_recut, sorted_within_batches  # noqa: E402
 
 
-def step(model, opt, micro: list[dict], bf16: bool) -> None:
-    """One optimiser step over the micro-batches (Trainer's accumulation: each loss divided by their number)."""
+def accumulate(model, micro: list[dict], bf16: bool) -> None:
+    """Gradients of one step over the micro-batches (Trainer's accumulation: each loss divided by their number;
+    rluf's compute_loss: the weighted mean of binary cross-entropy)."""
     for batch in micro:
+        batch = dict(batch)
         labels, weight = batch.pop("labels"), batch.pop("weight")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(**batch).logits[:, 0].float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weight, reduction="sum")
         (loss / weight.sum() / len(micro)).backward()
+
+
+def step(model, opt, micro: list[dict], bf16: bool) -> None:
+    accumulate(model, micro, bf16)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad()
@@ -100,12 +106,7 @@ def main() -> None:
                 micro = [collate(rows_i[j : j + k]) for j in range(0, len(rows_i), k)]
                 if i == 0:  # warm-up step, and the gradient check on it
                     g_model = copy.deepcopy(run["model"])
-                    for b in [dict(x) for x in micro]:
-                        lab, w = b.pop("labels"), b.pop("weight")
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                            lg = g_model(**b).logits[:, 0].float()
-                        (torch.nn.functional.binary_cross_entropy_with_logits(lg, lab, weight=w, reduction="sum")
-                         / w.sum() / len(micro)).backward()
+                    accumulate(g_model, micro, bf16)
                     run["grad"] = torch.cat([p.grad.reshape(-1).double() for p in g_model.parameters()
                                              if p.grad is not None])
                 else:
