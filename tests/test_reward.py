@@ -303,7 +303,7 @@ def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
     from scipy import stats
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from rluf.reward.train import LengthGroupedShuffledSampler, _Pairs, _Preferences, _trainer_class
+    from rluf.reward.train import BatchOrderSampler, _Pairs, _Preferences, _trainer_class, length_grouped_order
 
     rng = np.random.default_rng(0)
     enc = lambda n: {"input_ids": [1] * int(n), "attention_mask": [1] * int(n)}  # noqa: E731
@@ -323,7 +323,7 @@ def test_batches_are_grouped_by_length_for_both_losses(tiny_backbone, tmp_path):
                                  report_to="none")
         trainer = _trainer_class()(model=model, args=args, train_dataset=ds, eval_dataset=ds)
         train_sampler, eval_sampler = trainer._get_train_sampler(), trainer._get_eval_sampler(ds)
-        assert isinstance(train_sampler, LengthGroupedShuffledSampler)
+        assert isinstance(train_sampler, BatchOrderSampler) and train_sampler.order is length_grouped_order
         assert sorted(eval_sampler) == list(range(512))
         assert np.all(np.diff(np.asarray(ds.lengths())[eval_sampler]) >= 0)
         order = list(train_sampler)
@@ -554,12 +554,12 @@ def test_micro_batches_take_the_same_steps_as_one_batch(tiny_backbone, tmp_path,
 def test_micro_batches_sort_each_random_batch_by_length():
     import torch
 
-    from rluf.reward.train import SortedWithinBatchSampler
+    from rluf.reward.train import BatchOrderSampler, sorted_within_batches
 
     rng = np.random.default_rng(1)
     lengths = rng.integers(2, 400, 1000).tolist()
     torch.manual_seed(0)
-    order = list(SortedWithinBatchSampler(lengths, 32))
+    order = list(BatchOrderSampler(sorted_within_batches, lengths, 32))
     assert sorted(order) == list(range(1000))  # every row once
     torch.manual_seed(0)
     batches = torch.randperm(1000).tolist()

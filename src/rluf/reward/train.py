@@ -190,30 +190,18 @@ def sorted_within_batches(lengths: list[int], batch_size: int) -> list[int]:
             for i in sorted(order[s : s + batch_size], key=lambda j: -lengths[j])]
 
 
-class SortedWithinBatchSampler:
-    """torch Sampler over `sorted_within_batches` (a new order every epoch)."""
+class BatchOrderSampler:
+    """torch Sampler over `order(lengths, batch_size)` (length_grouped_order or sorted_within_batches): a new
+    order every epoch, from torch's seeded global RNG."""
 
-    def __init__(self, lengths: list[int], batch_size: int):
-        self.lengths, self.batch_size = lengths, batch_size
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        return iter(sorted_within_batches(self.lengths, self.batch_size))
-
-
-class LengthGroupedShuffledSampler:
-    """torch Sampler over `length_grouped_order` (a new order every epoch, from torch's seeded global RNG)."""
-
-    def __init__(self, lengths: list[int], batch_size: int):
-        self.lengths, self.batch_size = lengths, batch_size
+    def __init__(self, order: Any, lengths: list[int], batch_size: int):
+        self.order, self.lengths, self.batch_size = order, lengths, batch_size
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self):
-        return iter(length_grouped_order(self.lengths, self.batch_size))
+        return iter(self.order(self.lengths, self.batch_size))
 
 
 def _collator(pad_id: int):
@@ -259,10 +247,10 @@ def _trainer_class():
             ds = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             if self.micro_batches > 1 and hasattr(ds, "lengths"):
-                return SortedWithinBatchSampler(ds.lengths(), batch)
+                return BatchOrderSampler(sorted_within_batches, ds.lengths(), batch)
             if self.args.train_sampling_strategy != "group_by_length" or not hasattr(ds, "lengths"):
                 return super()._get_train_sampler(train_dataset)
-            return LengthGroupedShuffledSampler(ds.lengths(), batch)
+            return BatchOrderSampler(length_grouped_order, ds.lengths(), batch)
 
         # Evaluation runs in order of length (metrics do not depend on the order), so each batch is padded to
         # rows of its own length: on the demo's P[Love] validation set (2,306 rows, 96 tokens, fp32, 2-core AVX2
