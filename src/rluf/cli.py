@@ -72,6 +72,7 @@ def _run(json_out: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict
         # result object, so anything printed while the command runs goes to stderr.
         with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
             result = fn()
+        _end_distributed()
     except (ValueError, FileNotFoundError, KeyError) as e:
         msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
         if json_out:
@@ -82,6 +83,22 @@ def _run(json_out: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict
         sys.stdout.write(json.dumps(_finite(result), default=str, ensure_ascii=False, allow_nan=False) + "\n")
     else:
         human(result)
+
+
+def _end_distributed() -> None:
+    """Under `accelerate launch` / torchrun, end this process's part of the process group before it exits.
+
+    A process that exits with the group alive can abort at interpreter shutdown ("terminate called without an
+    active exception", SIGABRT; seen on CI in the 2-process gloo reward test) while gloo's worker threads still
+    hold work objects. Ending it is local for gloo (no collective), so a process that finished early (the
+    reward trainer's non-main processes) need not wait for the main one.
+    """
+    if "torch.distributed" not in sys.modules:  # a command that never imported torch cannot have a group
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _finite(x: Any) -> Any:
