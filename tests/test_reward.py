@@ -202,6 +202,41 @@ def test_prior_correction_recovers_the_base_rate():
     assert calibrate.sigmoid(calibrate.prior_correct(z, factor)).mean() == pytest.approx(base, rel=0.05)
 
 
+def test_paired_bootstrap_over_clusters():
+    from rluf.reward.metrics import auroc, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    n_clusters, n_groups = 150, 5
+    clusters = np.repeat(np.arange(n_clusters), n_groups)
+    groups = np.tile([f"m{g}" for g in range(n_groups)], n_clusters)
+    skill = np.tile(np.linspace(-1, 1, n_groups), n_clusters)
+    y = (rng.random(clusters.size) < 1 / (1 + np.exp(-(skill + rng.normal(0, 1, n_clusters)[clusters])))).astype(int)
+    good, poor = y + rng.normal(0, 0.6, y.size), y + rng.normal(0, 2.0, y.size)
+
+    same = paired_bootstrap(y, groups, clusters, poor, poor, n=200)
+    assert all(same[k]["difference"] == 0 and same[k]["ci95"] == [0, 0] and same[k]["share_ahead"] == 0
+               for k in ("auroc", "within_group_auroc"))
+    better = paired_bootstrap(y, groups, clusters, good, poor, n=300)
+    assert better["auroc"]["difference"] == pytest.approx(auroc(y, good) - auroc(y, poor))
+    for k in ("auroc", "within_group_auroc"):
+        lo, hi = better[k]["ci95"]
+        assert 0 < lo <= better[k]["difference"] <= hi and better[k]["share_ahead"] > 0.97
+    worse = paired_bootstrap(y, groups, clusters, poor, good, n=300)
+    assert worse["auroc"]["difference"] == pytest.approx(-better["auroc"]["difference"])
+    assert paired_bootstrap(y, groups, clusters, good, poor, n=300) == better  # seeded
+
+    # Rows that copy each other are no more evidence than one of them: with each prompt's rows identical (the
+    # same label and scores for every group), resampling prompts must give an interval ~sqrt(5) wider than
+    # resampling rows as if they were independent.
+    yc = rng.integers(0, 2, n_clusters)
+    a, b = (np.repeat(yc + rng.normal(0, sd, n_clusters), n_groups) for sd in (0.7, 1.2))
+    yc = np.repeat(yc, n_groups)
+    width = lambda r: r["auroc"]["ci95"][1] - r["auroc"]["ci95"][0]  # noqa: E731
+    ratio = width(paired_bootstrap(yc, groups, clusters, a, b, n=400)) / width(
+        paired_bootstrap(yc, groups, np.arange(yc.size), a, b, n=400))
+    assert 1.7 < ratio < 3.0
+
+
 def test_platt_and_temperature_fix_a_miscalibrated_score():
     rng = np.random.default_rng(1)
     true_z = rng.normal(-3, 1.5, 50_000)

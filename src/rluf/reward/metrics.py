@@ -56,6 +56,56 @@ def pairwise_metrics(r_chosen, r_rejected, groups=None) -> dict[str, Any]:
     return out
 
 
+def paired_bootstrap(y, groups, clusters, scores, baseline, n: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """`scores` minus `baseline` on per-row AUROC, mean within-group AUROC and the Spearman between each group's
+    mean score and its positive rate, with 95 % intervals from resampling clusters with replacement.
+
+    Rows of one cluster are resampled together: where every group (a model) answers the same prompts, one
+    prompt's rows are not independent (a hard prompt is lost by every model), so the prompt is the cluster.
+    Both scorers are measured on the same resample (paired), which cancels what the resample does to both.
+    This is the evaluation set's sampling noise only; it says nothing about retraining with another seed.
+    (scipy.stats.bootstrap resamples observations, not clusters of rows with group-level statistics, hence
+    this loop.)
+    """
+    from tqdm.auto import tqdm
+
+    y, groups, scores, baseline = (np.asarray(a) for a in (y, groups, scores, baseline))
+    names = np.unique(groups)
+    _, codes = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    rows_of = [np.flatnonzero(codes == i) for i in range(codes.max() + 1)]
+
+    def rank_auroc(yi: np.ndarray, si: np.ndarray) -> float:
+        # Mann-Whitney U from ranks (ties averaged, as roc_auc_score): sklearn's input checks cost more than
+        # the sum itself at ~16 calls per resample, thousands of resamples.
+        pos = int(yi.sum())
+        if pos == 0 or pos == len(yi):
+            return np.nan
+        return (stats.rankdata(si)[yi == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(yi) - pos))
+
+    def measures(idx: np.ndarray, s: np.ndarray) -> np.ndarray:
+        yi, si, gi = y[idx], s[idx], groups[idx]
+        masks = [gi == g for g in names]
+        within = [rank_auroc(yi[k], si[k]) for k in masks]
+        means, rates = [si[k].mean() for k in masks], [yi[k].mean() for k in masks]
+        rho = stats.spearmanr(means, rates)[0] if np.ptp(means) > 0 and np.ptp(rates) > 0 else np.nan
+        return np.array([rank_auroc(yi, si), np.nanmean(within) if not np.all(np.isnan(within)) else np.nan, rho])
+
+    everything = np.arange(len(y))
+    point = measures(everything, scores) - measures(everything, baseline)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty((n, 3))
+    for b in tqdm(range(n), desc="paired bootstrap", leave=False, disable=None):
+        idx = np.concatenate([rows_of[i] for i in rng.integers(0, len(rows_of), len(rows_of))])
+        diffs[b] = measures(idx, scores) - measures(idx, baseline)
+    out: dict[str, Any] = {"resamples": n}
+    for i, k in enumerate(("auroc", "within_group_auroc", "group_spearman")):
+        d = diffs[:, i][~np.isnan(diffs[:, i])]  # undefined where a resample has one class or equal means
+        out[k] = {"difference": None if np.isnan(point[i]) else float(point[i]),
+                  "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if len(d) else None,
+                  "share_ahead": float(np.mean(d > 0)) if len(d) else None}
+    return out
+
+
 def plots(y, p, out_dir: Path, prefix: str = "") -> list[str]:
     import matplotlib
 
