@@ -6,12 +6,15 @@ dealt round-robin, so every side spans weak and strong models. On the test model
 - per-answer AUROC, the mean AUROC within each model's answers,
 - model level: Spearman and Pearson between each model's mean predicted score and its actual win rate
   (the paper's offline-evaluator claim).
-In the same run: a length-only logistic model and TF-IDF + length logistic regression (the baselines), and a
-diagnostic that reads no answer text: each instruction's win rate among the train models plus relative length.
+In the same run: a length-only logistic model and TF-IDF + length logistic regression (the baselines), a
+diagnostic that reads no answer text (each instruction's win rate among the train models plus relative length),
+and P[Love] minus TF-IDF on the three measures with 95 % intervals from a paired bootstrap over the test
+instructions (rluf.reward.metrics.paired_bootstrap); benchmarks/reward_alpacaeval_paired.py reads a finished
+run again that way, checkpoint by checkpoint.
 
     python benchmarks/reward_alpacaeval.py --max-length 384 --length-hint --pooling mean --random-cut \
-        --score-views 3 --eval-steps 151 --average-checkpoints 3 --seed 1   # ahead of TF-IDF (2026-12-07);
-        # the committed results: the same with --seed 2 --score-views 1 (short of TF-IDF)
+        --micro-batches 8 --eval-steps 151 --average-checkpoints 3 --seed 4   # the committed results
+        # (--seed 1 --score-views 3 without micro-batches: ahead of TF-IDF on all three, 2026-12-07)
     python benchmarks/reward_alpacaeval.py --max-steps 20     # a quick look
     python benchmarks/reward_alpacaeval.py --new-instructions # test models answer only unseen instructions
 
@@ -47,7 +50,7 @@ from transformers import AutoTokenizer
 from rluf.data import load_alpacaeval
 from rluf.paths import DEFAULT_DATA_DIR
 from rluf.reward import RewardModel
-from rluf.reward.metrics import auroc
+from rluf.reward.metrics import auroc, paired_bootstrap
 from rluf.reward.model import resolve_backbone
 from rluf.reward.template import PairTemplate
 from rluf.reward.train import RewardTrainConfig, average_checkpoints, train_reward
@@ -83,6 +86,32 @@ def evaluate(name: str, df, scores: np.ndarray) -> dict:
         "per_model": {m: {"predicted": float(r.pred), "actual_win_rate": float(r.actual)}
                       for m, r in per_model.iterrows()},
     }
+
+
+def loglen(d) -> np.ndarray:
+    """Log character length of each answer, as one feature column."""
+    return np.log1p(d["response"].str.len().to_numpy())[:, None]
+
+
+def tfidf_length_scores(fit_df, test) -> np.ndarray:
+    """The issue's baseline: logistic regression on the answer's TF-IDF (words and word pairs) + log length."""
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
+    x_fit = hstack([tfidf.fit_transform(fit_df["response"]), csr_matrix(loglen(fit_df))]).tocsr()
+    x_test = hstack([tfidf.transform(test["response"]), csr_matrix(loglen(test))]).tocsr()
+    return LogisticRegression(C=4.0, max_iter=2000).fit(x_fit, fit_df["label"]).predict_proba(x_test)[:, 1]
+
+
+def bootstrap_md(boot: dict, name: str) -> list[str]:
+    def row(k: str, v: dict) -> str:
+        num = lambda x: "n/a" if x is None else f"{x:+.4f}"  # noqa: E731
+        ci = "n/a" if v["ci95"] is None else f"[{num(v['ci95'][0])}, {num(v['ci95'][1])}]"
+        ahead = "n/a" if v["share_ahead"] is None else f"{v['share_ahead']:.0%}"
+        return f"| {k} | {num(v['difference'])} | {ci} | {ahead} |"
+
+    return [f"{name} minus TF-IDF + length, paired bootstrap over the test instructions ({boot['resamples']} "
+            "resamples; the test set's sampling noise, not the training seed's):", "",
+            "| measure | difference | 95 % interval | resamples where ahead |", "|---|---:|---|---:|",
+            *[row(k, v) for k, v in boot.items() if isinstance(v, dict)]]
 
 
 def main() -> None:
@@ -144,14 +173,10 @@ def main() -> None:
     results = []
 
     # Baselines, fitted on the train models only.
-    loglen = lambda d: np.log1p(d["response"].str.len().to_numpy())[:, None]  # noqa: E731
     lo = LogisticRegression(max_iter=1000).fit(loglen(fit_df), fit_df["label"])
     results.append(evaluate("length only (logistic)", test, lo.predict_proba(loglen(test))[:, 1]))
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
-    x_fit = hstack([tfidf.fit_transform(fit_df["response"]), csr_matrix(loglen(fit_df))]).tocsr()
-    x_test = hstack([tfidf.transform(test["response"]), csr_matrix(loglen(test))]).tocsr()
-    lr = LogisticRegression(C=4.0, max_iter=2000).fit(x_fit, fit_df["label"])
-    results.append(evaluate("TF-IDF + length (logistic)", test, lr.predict_proba(x_test)[:, 1]))
+    p_tfidf = tfidf_length_scores(fit_df, test)
+    results.append(evaluate("TF-IDF + length (logistic)", test, p_tfidf))
     # The same baseline on the answer text left after the template's cut (what P[Love] reads): the gap to the
     # full-text one is what truncation costs; the gap from it to P[Love] is the model's.
     tok = AutoTokenizer.from_pretrained(resolve_backbone(args.backbone))
@@ -232,6 +257,10 @@ def main() -> None:
     p = rm.score(test["prompt"].tolist(), test["response"].tolist(), batch_size=64, progress=True)
     t_score = time.time() - t1
     results.append(evaluate(name, test, p))
+    boot = paired_bootstrap(test["label"], test["group"], test["prompt"], p, p_tfidf)
+    # Per-answer scores of both, for reading this run again (benchmarks/reward_alpacaeval_paired.py)
+    pq.write_table(pa.Table.from_pandas(test.assign(tfidf_length=p_tfidf, p_love=p)[
+        ["prompt", "group", "label", "tfidf_length", "p_love"]], preserve_index=False), work / "test_scores.parquet")
 
     ref = {"auroc": 0.92, "within_model_auroc_mean": 0.89, "model_spearman": 0.90}
     tfidf_r, model_r = results[1], results[-1]
@@ -241,7 +270,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "args": {k: str(v) for k, v in vars(args).items()}, "split": sides,
         "rows": {k: len(v) for k, v in parts.items()}, "results": results,
-        "beats_tfidf": beats, "reference_on_another_split": ref,
+        "beats_tfidf": beats, "paired_bootstrap_vs_tfidf": boot, "reference_on_another_split": ref,
         "seconds": {"train": round(t_train, 1), "score_test": round(t_score, 1)},
         "validation_metrics": train["metrics"]["validation"],
         "checkpoint_validation": train["checkpoint_validation"], "best_checkpoint": train["best_checkpoint"],
@@ -313,6 +342,7 @@ def main() -> None:
                  f"| {r['model_spearman']:.3f} | {fmt_min(r.get('train_seconds'))} |" for r in out["previous_runs"]]]
     md += ["", "Validation AUROC at each checkpoint of this run: " + ", ".join(
         f"step {e['step']} {e['auroc']:.3f}" for e in train["checkpoint_validation"]) + "."]
+    md += ["", *bootstrap_md(boot, "P[Love]")]
     md += ["", f"Beats TF-IDF: {beats}. Reference figures of the issue (a different split): AUROC 0.92, "
            "within-model 0.89, Spearman 0.90.", "", f"![per-model]({stem}.png)"]
     (res_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
