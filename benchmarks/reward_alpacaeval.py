@@ -258,9 +258,6 @@ def main() -> None:
     t_score = time.time() - t1
     results.append(evaluate(name, test, p))
     boot = paired_bootstrap(test["label"], test["group"], test["prompt"], p, p_tfidf)
-    # Per-answer scores of both, for reading this run again (benchmarks/reward_alpacaeval_paired.py)
-    pq.write_table(pa.Table.from_pandas(test.assign(tfidf_length=p_tfidf, p_love=p)[
-        ["prompt", "group", "label", "tfidf_length", "p_love"]], preserve_index=False), work / "test_scores.parquet")
 
     ref = {"auroc": 0.92, "within_model_auroc_mean": 0.89, "model_spearman": 0.90}
     tfidf_r, model_r = results[1], results[-1]
