@@ -105,12 +105,12 @@ def bootstrap_md(boot: dict, name: str) -> list[str]:
     def row(k: str, v: dict) -> str:
         num = lambda x: "n/a" if x is None else f"{x:+.4f}"  # noqa: E731
         ci = "n/a" if v["ci95"] is None else f"[{num(v['ci95'][0])}, {num(v['ci95'][1])}]"
-        ahead = "n/a" if v["share_ahead"] is None else f"{v['share_ahead']:.0%}"
-        return f"| {k} | {num(v['difference'])} | {ci} | {ahead} |"
+        share = lambda key: "n/a" if v.get(key) is None else f"{v[key]:.0%}"  # noqa: E731
+        return f"| {k} | {num(v['difference'])} | {ci} | {share('share_ahead')} | {share('share_tied')} |"
 
     return [f"{name} minus TF-IDF + length, paired bootstrap over the test instructions ({boot['resamples']} "
             "resamples; the test set's sampling noise, not the training seed's):", "",
-            "| measure | difference | 95 % interval | resamples where ahead |", "|---|---:|---|---:|",
+            "| measure | difference | 95 % interval | resamples where ahead | tied |", "|---|---:|---|---:|---:|",
             *[row(k, v) for k, v in boot.items() if isinstance(v, dict)]]
 
 

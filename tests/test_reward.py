@@ -215,7 +215,7 @@ def test_paired_bootstrap_over_clusters():
 
     same = paired_bootstrap(y, groups, clusters, poor, poor, n=200)
     assert all(same[k]["difference"] == 0 and same[k]["ci95"] == [0, 0] and same[k]["share_ahead"] == 0
-               for k in ("auroc", "within_group_auroc"))
+               and same[k]["share_tied"] == 1 for k in ("auroc", "within_group_auroc"))
     better = paired_bootstrap(y, groups, clusters, good, poor, n=300)
     assert better["auroc"]["difference"] == pytest.approx(auroc(y, good) - auroc(y, poor))
     for k in ("auroc", "within_group_auroc"):

@@ -102,7 +102,10 @@ def paired_bootstrap(y, groups, clusters, scores, baseline, n: int = 2000, seed:
         d = diffs[:, i][~np.isnan(diffs[:, i])]  # undefined where a resample has one class or equal means
         out[k] = {"difference": None if np.isnan(point[i]) else float(point[i]),
                   "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if len(d) else None,
-                  "share_ahead": float(np.mean(d > 0)) if len(d) else None}
+                  # ties reported apart: group-level Spearman over a few groups takes few values, so equal
+                  # rankings are common and "not ahead" would read as "behind"
+                  "share_ahead": float(np.mean(d > 0)) if len(d) else None,
+                  "share_tied": float(np.mean(d == 0)) if len(d) else None}
     return out
 
 
