@@ -79,7 +79,8 @@ def main() -> None:
     res_dir = HERE / "results"
     (res_dir / "reward_alpacaeval_paired.json").write_text(json.dumps(out, indent=2))
     md = ["# The last AlpacaEval P[Love] run against TF-IDF + length, with intervals", "",
-          f"{out['date']}. Run: {out['run']}; {len(test):,} test answers (7 models, 805 instructions).", "",
+          f"{out['date']}. Run: {out['run']}; {len(test):,} test answers ({test['group'].nunique()} models, "
+          f"{test['prompt'].nunique()} instructions).", "",
           "| method | per-answer AUROC | within-model AUROC (mean) | model Spearman |", "|---|---:|---:|---:|",
           *[f"| {r['method']} | {r['auroc']:.4f} | {r['within_model_auroc_mean']:.4f} | {r['model_spearman']:.3f} |"
             for r in results]]
