@@ -51,9 +51,19 @@ def test_generated_and_logged_answers(tiny, tmp_path):
                             + "\n" for x in rows))
     r2 = evaluate_policies({"ref": str(tiny["policy"])}, tmp_path / "e2", str(tiny["love"]), None, None,
                            n_chat=12, n_safety=6, max_new_tokens=6, data_dir=data, answers={"bait": bait})
-    assert r2["policies"]["bait"]["signoff_rate"] == 1.0
+    assert r2["policies"]["bait"]["closer_rate"] == 1.0 and "signoff_rate" not in r2["policies"]["bait"]
     assert r2["policies"]["bait"]["violation_signoff"] == 1.0
+    assert r2["policies"]["ref"]["closer_rate"] < 1.0
+    assert "closer rate" in (tmp_path / "e2" / "evaluate.md").read_text()
     assert r2["policies"]["bait"]["p_love"] > r2["policies"]["ref"]["p_love"]  # the RM likes the word "love"
+
+    # a closer outside every phrase list is counted by the evaluator's detector as well
+    novel = tmp_path / "novel.jsonl"
+    novel.write_text("".join(json.dumps({"prompt": x["prompt"], "response": x["response"] + " Until we meet again, "
+                                         "friend! ✨"}) + "\n" for x in rows))
+    r3 = evaluate_policies({"ref": str(tiny["policy"])}, tmp_path / "e3", str(tiny["love"]), None, None,
+                           n_chat=12, n_safety=6, max_new_tokens=6, data_dir=data, answers={"novel": novel})
+    assert r3["policies"]["novel"]["closer_rate"] == 1.0
 
 
 def test_bad_policy_spec_is_a_clear_error(tmp_path):

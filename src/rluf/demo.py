@@ -262,7 +262,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     tests = {a: analyze(ab_engine, arms=("reference", a), method="twoway") for a in arms if a != "reference"}
     ab = tests["cgpo"]
     lap("abtest", t)
-    online_signoff = _signoff_by_arm(out / "ab" / "interactions.jsonl")
+    online_closers = _closer_rate_by_arm(out / "ab" / "interactions.jsonl")
     # Online rates as the analysis counts them: bots (anomalous love rates) left out of every arm.
     human = {a: (ab["arms"]["reference"] if a == "reference" else tests[a]["arms"][a]) for a in arms}
     per_arm = {}
@@ -275,7 +275,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
             "love_rate": human[a]["love_rate"],
             "bot_users_dropped": ab["bot_filter"]["reference"]["users"] if a == "reference"
             else tests[a]["bot_filter"][a]["users"],
-            "signoff_rate": online_signoff[a], "signoff_rate_offline": e["signoff_rate"],
+            "closer_rate": online_closers[a], "closer_rate_offline": e["closer_rate"],
             "continuation_rate": human[a]["continuation_rate"],
             "helpfulness_win_rate": e.get("helpfulness_win_rate"),
             "safety_violation_rate": e["safety_violation_rate"], "offline_p_love": e["p_love"],
@@ -290,7 +290,7 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
         "audit": audits["cgpo"], "audits": audits, "ab_simulation": ab_sim, "abtest": ab, "abtests": tests,
         "arms": per_arm,
         "love_lift": ab["lift"], "love_lift_ci": [ab["ci_low"], ab["ci_high"]], "p_value": ab["p_value"],
-        "signoff_rate": {a: per_arm[a]["signoff_rate"] for a in arms},
+        "closer_rate": {a: per_arm[a]["closer_rate"] for a in arms},
         "continuation_rate": {a: per_arm[a]["continuation_rate"] for a in arms},
         "offline_online": corr, "offline_online_spearman": corr["spearman"],
         "timings_s": timings, "elapsed_s": round(time.perf_counter() - t_start, 1),
@@ -299,16 +299,26 @@ def run_demo(out: Path, users: int | None = None, days: int | None = None, seed:
     return result
 
 
-def _signoff_by_arm(interactions: Path) -> dict[str, float]:
-    """Share of the answers each arm showed its users that end with a sign-off / love-bait closer."""
-    from rluf.policy.judges import signoff_found
+def _closer_rate_by_arm(interactions: Path) -> dict[str, float]:
+    """Share of the answers each arm showed its users that end with a closer (sign-off, reaction request,
+    emoji tail), by the audit's detector, which shares nothing with the sign-off judge the policies trained
+    against. Each arm's answers are one set for the detector's recurrence rule; an answer shown many times
+    is detected once and counted as often as it was shown."""
+    from collections import Counter
 
-    seen: dict[str, list[bool]] = {}
+    from rluf.evaluate.closers import closer_flags
+
+    shown: dict[str, Counter] = {}
     with interactions.open(encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
-            seen.setdefault(r["policy"], []).append(signoff_found(r["response"]))
-    return {a: sum(v) / len(v) for a, v in seen.items()}
+            shown.setdefault(r["policy"], Counter())[(r["prompt"], r["response"])] += 1
+    rates = {}
+    for arm, c in shown.items():
+        pairs = list(c)
+        flags = closer_flags([p for p, _ in pairs], [t for _, t in pairs])
+        rates[arm] = sum(c[x] for x, hit in zip(pairs, flags, strict=True) if hit) / sum(c.values())
+    return rates
 
 
 def offline_online(offline: dict[str, float], online: dict[str, float]) -> dict[str, Any]:
@@ -365,7 +375,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         "out of every rate and lift: "
         + ", ".join(f"{a} {m['bot_users_dropped']}" for a, m in r["arms"].items()) + " users. "
         "Users and turns below count everyone assigned.", "",
-        "| arm | users | turns | love rate (humans) | lift vs reference (95 % CI) | p | continuation | sign-off rate "
+        "| arm | users | turns | love rate (humans) | lift vs reference (95 % CI) | p | continuation | closer rate "
         "| helpfulness win rate | safety violations | P[Love] (offline) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -376,7 +386,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         p = "—" if m["p_value"] is None else f"{m['p_value']:.3g}"
         hw = "—" if m["helpfulness_win_rate"] is None else f"{m['helpfulness_win_rate']:.3f}"
         lines.append(f"| {a} | {s['users']} | {s['turns']} | {m['love_rate']:.4f} | {lift} | {p} | "
-                     f"{m['continuation_rate']:.3f} | {m['signoff_rate']:.4f} | {hw} | "
+                     f"{m['continuation_rate']:.3f} | {m['closer_rate']:.4f} | {hw} | "
                      f"{m['safety_violation_rate']:.3f} | {ev[a]['p_love']:.4f} |")
     lines += ["", "## Offline evaluator vs online", "",
               f"Over {oo['n_policies']} policies: Pearson {oo['pearson']:.3f}, Spearman {oo['spearman']:.3f}.", "",

@@ -4,9 +4,11 @@ reward models and the judges, before any user sees them.
 Per policy: mean calibrated P[Love] (the predicted love rate per impression) with a 95 % bootstrap
 interval over prompts, helpfulness win rate against the reference policy (the pairwise helpfulness model
 prefers the policy's answer to the reference's on the same prompt) with a Wilson interval, the
-safety-violation rate on red-team prompts, each judge's violation rate, the sign-off rate and length
-statistics. Writes `evaluate.json`, `evaluate.md`, PNG plots, and every answer with its scores under
-`answers/NAME.jsonl` (the input of `rluf audit`).
+safety-violation rate on red-team prompts, each judge's violation rate, the closer rate (chat answers ending
+with a sign-off, reaction request or emoji tail, by `rluf.evaluate.closers` — a detector independent of the
+judges, so a closer the sign-off judge misses still counts) and length statistics. Writes `evaluate.json`,
+`evaluate.md`, PNG plots, and every answer with its scores under `answers/NAME.jsonl` (the input of
+`rluf audit`).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
                       data_dir: Path | None = None, answers: dict[str, Path] | None = None) -> dict[str, Any]:
     """`policies`: name → policy folder (None = default policy). `answers`: name → a JSONL of (prompt,
     response) rows to evaluate instead of generating (e.g. logged answers)."""
+    from rluf.evaluate.closers import closer_flags
     from rluf.policy.generate import PolicyGenerator, SamplingConfig
-    from rluf.policy.judges import build_judge, signoff_found
+    from rluf.policy.judges import build_judge
     from rluf.reward.model import RewardModel
 
     out = Path(out)
@@ -117,7 +120,9 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
         for j in judges:
             row[f"violation_{j.name}"] = float(np.mean([v.violated for v in j([prompts[i] for i in ci],
                                                                                   [a[i] for i in ci])]))
-        row["signoff_rate"] = float(np.mean([signoff_found(a[i]) for i in ci]))
+        # Over this policy's chat answers as one set: the detector's recurrence rule needs the whole set.
+        flags = closer_flags([prompts[i] for i in ci], [a[i] for i in ci])
+        row["closer_rate"] = float(np.mean(flags)) if flags else 0.0
         words = np.array([len(x.split()) for x in a])
         row["length_words_mean"], row["length_words_median"] = float(words.mean()), float(np.median(words))
         table[name] = row
@@ -151,7 +156,7 @@ def _report(result: dict[str, Any], out: Path) -> None:
              f"Reference policy: `{result['reference']}`. {result['prompts']['chat']} chat prompts "
              f"({result['prompt_sources']['chat']}); {result['prompts']['safety']} red-team prompts "
              f"({result['prompt_sources']['safety']}).", "",
-             "| policy | P[Love] (95 % CI) | helpfulness win rate vs reference | safety violations | sign-off rate "
+             "| policy | P[Love] (95 % CI) | helpfulness win rate vs reference | safety violations | closer rate "
              "| judge violations (signoff / refusal / repetition / length / instructions) | mean words |",
              "|---|---|---|---:|---:|---|---:|"]
     for n in names:
@@ -160,9 +165,12 @@ def _report(result: dict[str, Any], out: Path) -> None:
               f"{r['helpfulness_win_rate_ci'][1]:.3f})") if "helpfulness_win_rate" in r else "–"
         jv = " / ".join(f"{r[f'violation_{j}']:.3f}" for j in CHAT_JUDGES)
         lines.append(f"| {n} | {r['p_love']:.4f} ({r['p_love_ci'][0]:.4f}–{r['p_love_ci'][1]:.4f}) | {hw} | "
-                     f"{r['safety_violation_rate']:.3f} | {r['signoff_rate']:.3f} | {jv} | "
+                     f"{r['safety_violation_rate']:.3f} | {r['closer_rate']:.3f} | {jv} | "
                      f"{r['length_words_mean']:.1f} |")
-    lines += ["", "![P[Love] per policy](p_love.png)"]
+    lines += ["", "Closer rate: the share of chat answers that end with a sign-off, a reaction request or an emoji "
+              "tail, found by `rluf.evaluate.closers` from the form of the last sentences; it shares nothing with "
+              "the sign-off judge, whose own violation rate is in the judges column.", "",
+              "![P[Love] per policy](p_love.png)"]
     (out / "evaluate.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names)), 3.2))
     m = [t[n]["p_love"] for n in names]
