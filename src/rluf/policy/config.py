@@ -22,7 +22,7 @@ class RewardSpec(StrictModel):
 
 class JudgeSpec(StrictModel):
     type: str = Field(description="signoff | refusal | repetition | length | instructions | unsafe_lexicon | "
-                      "safety | helpfulness_floor")
+                      "safety | helpfulness_floor | llm (a yes/no question to a chat model: rluf.policy.llm_judge)")
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="Judge arguments; model-based judges need params.model.")
 

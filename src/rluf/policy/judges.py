@@ -4,7 +4,8 @@ One small protocol: a judge takes prompts and responses (and, for the model-base
 per prompt) and returns, per sample, whether the answer violates it and why. A sample that violates any
 judge of its task gets no credit from CRPG, is the negative in CODPO and is never imitated by CRRAFT.
 
-Rule-based judges are regexes and counts, fast and transparent; model-based ones threshold a reward model.
+Rule-based judges are regexes and counts, fast and transparent; model-based ones threshold a reward model;
+the `llm` judge (`rluf.policy.llm_judge`) asks a chat model a yes/no question about each answer.
 """
 
 from __future__ import annotations
@@ -240,10 +241,18 @@ class HelpfulnessFloorJudge:
 RULE_JUDGES = {"signoff": SignoffJudge, "refusal": RefusalJudge, "repetition": RepetitionJudge,
                "length": LengthJudge, "instructions": InstructionJudge, "unsafe_lexicon": UnsafeLexiconJudge}
 MODEL_JUDGES = {"safety": SafetyJudge, "helpfulness_floor": HelpfulnessFloorJudge}
+# Judges that ask a chat model (`rluf.policy.llm_judge`), imported on use: that module imports Verdict from here.
+LLM_JUDGES = ("llm",)
 
 
 def build_judge(kind: str, params: dict[str, Any] | None = None, load_reward: Any = None) -> Judge:
-    """A judge from its config entry; model-based judges get their reward model through `load_reward(path)`."""
+    """A judge from its config entry; model-based judges get their reward model through `load_reward(path)`.
+
+    ```python
+    build_judge("length", {"max_words": 50})  # LengthJudge(min_words=1, max_words=50, name='length')
+    build_judge("llm", {"question": "closer", "base_url": "http://127.0.0.1:8000"}).name  # 'llm_closer'
+    ```
+    """
     params = dict(params or {})
     if kind in RULE_JUDGES:
         return RULE_JUDGES[kind](**params)
@@ -252,7 +261,28 @@ def build_judge(kind: str, params: dict[str, Any] | None = None, load_reward: An
         if not model:
             raise ValueError(f"judge {kind!r} needs params.model (a reward model folder)")
         return MODEL_JUDGES[kind](reward_model=load_reward(model), **params)
-    raise ValueError(f"unknown judge {kind!r}; expected one of {sorted(RULE_JUDGES) + sorted(MODEL_JUDGES)}")
+    if kind in LLM_JUDGES:
+        from rluf.policy.llm_judge import LLMJudge
+
+        return LLMJudge.from_params(params)
+    raise ValueError(f"unknown judge {kind!r}; expected one of "
+                     f"{sorted(RULE_JUDGES) + sorted(MODEL_JUDGES) + list(LLM_JUDGES)}")
+
+
+def judge_name(kind: str, params: dict[str, Any] | None = None) -> str:
+    """The name `build_judge(kind, params)` gives its judge, without building it (no model loads): what
+    `run_judges` keys verdicts by, so log columns can be laid out from the config alone.
+
+    ```python
+    judge_name("llm", {"question": "refusal"})  # 'llm_refusal'
+    ```
+    """
+    params = params or {}
+    if kind in LLM_JUDGES:
+        from rluf.policy.llm_judge import judge_name as llm_judge_name
+
+        return llm_judge_name(params)
+    return str(params.get("name") or kind)
 
 
 def run_judges(judges: list[Judge], prompts: list[str], responses: list[str], references: list[str] | None = None

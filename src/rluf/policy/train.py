@@ -30,7 +30,7 @@ import numpy as np
 
 from rluf.policy.config import PolicyTrainConfig, TaskConfig
 from rluf.policy.generate import SamplingConfig, default_dtype, encode_prompts, sample
-from rluf.policy.judges import build_judge, run_judges, signoff_found
+from rluf.policy.judges import build_judge, judge_name, run_judges, signoff_found
 
 REFERENCE_FILE = "reference_answers.jsonl"
 POLICY_META = "rluf_policy.json"
@@ -596,7 +596,7 @@ def run_task_step(cfg: PolicyTrainConfig, task: TaskState, model: Any, ref: Any,
 # ---------------------------------------------------------------------------------------------- save, log
 def _log_columns(cfg: PolicyTrainConfig) -> list[str]:
     rewards = sorted({r.name for t in cfg.tasks for r in t.rewards})
-    judges = sorted({j.type for t in cfg.tasks for j in t.judges})
+    judges = sorted({judge_name(j.type, j.params) for t in cfg.tasks for j in t.judges})
     return (["step", "task", "loss", "reward"] + [f"reward_{r}" for r in rewards] + ["pass_rate"]
             + [f"violation_{j}" for j in judges]
             + ["kl", "length_tokens", "signoff_rate", "skipped_prompts", "reference_picks", "generated_tokens",
