@@ -223,14 +223,47 @@ def test_dedupe_is_global_and_keeps_the_earliest(sqlite_url, tmp_path):
         s.turn(f"r{i}", T0 + i * H)
     s.turn("dup_late", T0 + 9 * H + 1, prompt="same q", response="same a")  # would land in test
     s.turn("last", T0 + 100 * H)
-    card, t = s.build(tmp_path / "ds", dedupe=True, split_fractions=(0.5, 0.25, 0.25))
+    card, t = s.build(tmp_path / "ds", dedupe=True, duplicates="earliest", split_fractions=(0.5, 0.25, 0.25))
     got = labels(t)
     assert "dup0" in got and got["dup0"] == 0 and not {"dup1", "dup2", "dup_late"} & set(got)
-    assert card["dedupe"] == {"enabled": True, "scope": "global, before the split", "removed": 3,
+    assert card["dedupe"] == {"enabled": True, "mode": "earliest", "scope": "global, before the split", "removed": 3,
                               "removed_positives": 1, "pairs_repeated": 1, "label_conflicts": 1}
     assert_accounting(card)
     card, t = s.build(tmp_path / "ds2", dedupe=False)
     assert {"dup1", "dup2", "dup_late"} <= set(labels(t)) and card["dedupe_removed"] == 0
+
+
+def test_aggregate_keeps_every_impression_of_a_repeated_answer(sqlite_url, tmp_path):
+    s = Store(sqlite_url)
+    for i in range(5):                                   # one answer shown to five users, two of them loved it
+        s.turn(f"rep{i}", T0 + i * H, user=f"u{i}", prompt="same q", response="same a")
+    s.react("rep1", T0 + 1 * H + 60_000, user="u1")
+    s.react("rep3", T0 + 3 * H + 60_000, user="u3")
+    for i in range(5, 10):
+        s.turn(f"r{i}", T0 + i * H, user=f"u{i}")
+    s.turn("rep_late", T0 + 9 * H + 1, user="u9", prompt="same q", response="same a")  # test: seen in train
+    s.turn("t_own", T0 + 9 * H + 2, user="u8", prompt="test q", response="test a")
+    s.turn("t_own2", T0 + 9 * H + 3, user="u7", prompt="test q", response="test a")  # test-only pair: kept twice
+    s.turn("last", T0 + 100 * H)
+    card, t = s.build(tmp_path / "ds", dedupe=True, split_fractions=(0.6, 0.1, 0.3))
+    train = t["train"].to_pylist()
+    rep = [r for r in train if r["response"] == "same a"]
+    assert {(r["label"], r["weight"], r["impressions"]) for r in rep} == {(1, 2.0, 2), (0, 3.0, 3)}
+    assert all(r["response_id"] == "rep0" for r in rep)          # the earliest copy stands for the pair
+    # Train weight is the number of shown train turns: no impression lost, none counted twice.
+    assert sum(r["weight"] for r in train) == card["splits"]["train"]["n"]
+    test_ids = [r["response_id"] for r in t["test"].to_pylist()]
+    assert "rep_late" not in test_ids and {"t_own", "t_own2"} <= set(test_ids)
+    d = card["dedupe"]
+    assert d["mode"] == "aggregate" and d["merged_turns"] == 4 and d["merged_positives"] == 2 and d["removed"] == 1
+    assert d["per_policy"]["p0"]["merged_turns"] == 4 and d["max_impressions_per_pair"] == 5
+    assert_accounting(card)
+    # Upsampling counts loves, not rows: 2 loves among 10 train impressions → odds × 4 reach 50 %.
+    card, t = s.build(tmp_path / "ds2", dedupe=True, split_fractions=(0.6, 0.1, 0.3), upsample_to=0.5,
+                      upsample_mode="weight")
+    train = t["train"].to_pylist()
+    w_pos = sum(r["weight"] for r in train if r["label"])
+    assert w_pos / sum(r["weight"] for r in train) == pytest.approx(0.5, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- upsampling
@@ -390,7 +423,7 @@ def test_all_filters_together_add_up(db_url, tmp_path):
             s.react(f"n{k}", T0 + k * H + 3_000_000, user="norm")
     s.turn("last", T0 + 100 * H)
     card, _ = s.build(tmp_path / "ds", max_user_rate=0.3, min_user_turns=10, burst_count=5, unsafe_hearts=True,
-                      max_positives_per_user=4, dedupe=True, split_fractions=(0.6, 0.2, 0.2))
+                      max_positives_per_user=4, dedupe=True, duplicates="earliest", split_fractions=(0.6, 0.2, 0.2))
     f = card["filters"]
     assert f["rate"]["users"] == 1 and f["burst"]["users"] == 0 and f["flagged_users"] == 1  # first reason wins
     # norm: 8 positives (k % 4 == 0), the cap keeps 0, 4, 8, 12; pairs repeat every 20 turns, and of the
@@ -457,7 +490,7 @@ def test_random_stores_label_by_the_net_state_and_add_up(turns, as_of_h, dedupe)
                 expected[rid] = int(bool(state))
         if not expected:
             return
-        card, t = s.build(Path(d) / "ds", as_of=ms_to_iso(T0 + as_of_h * H), dedupe=dedupe,
+        card, t = s.build(Path(d) / "ds", as_of=ms_to_iso(T0 + as_of_h * H), dedupe=dedupe, duplicates="earliest",
                           split_fractions=(0.5, 0.25, 0.25))
         got = labels(t)
         assert got.items() <= expected.items() and (dedupe or got == expected)

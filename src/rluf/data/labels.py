@@ -7,7 +7,8 @@ Top to bottom:
      stage it (text included) in a temporary Parquet file; keep only small per-turn arrays in memory;
   4. adversarial filters on those arrays: users with an anomalous reaction rate, bursts of reactions, hearts
      on unsafe answers (and users who leave them repeatedly), a per-user cap on positives;
-  5. dedupe identical (prompt, response) pairs globally, keeping the earliest;
+  5. repeated (prompt, response) pairs: aggregated into one train row with all their impressions and loves
+     (default), or deduped keeping the earliest;
   6. split by time: train, then validation, then test; never at random;
   7. optionally upsample train positives to a target rate, recording the factor for the prior correction;
   8. stream the staged rows into {train,validation,test}.parquet, then write card.json.
@@ -37,6 +38,14 @@ Decisions:
     earliest turn is kept with its own label (no OR over copies: it would inflate the positive rate of generic
     answers); a later copy can therefore never sit in test while the first is in train. The key is what the
     reward model reads: the prompt (the last user message) and the response (a 128-bit BLAKE2b of both).
+  - Aggregation (`duplicates="aggregate"`, the default): a policy that answers many users from a few samples per
+    prompt shows each answer many times, and each showing is evidence. Train copies of a pair become one pair of
+    rows carrying all of them: `label` 1 with `weight` = its loves and `label` 0 with `weight` = its silent
+    impressions (`impressions` says how many turns a row stands for). Its binary cross-entropy is the sum over
+    the copies, at the cost of one row. Validation and test keep one row per shown turn (metrics count
+    impressions, not texts); a copy in a later split than its pair's first is removed as a duplicate, as with
+    dedupe. Split boundaries are set on the turns before merging. The card lists per source policy how many
+    turns were merged into how many rows.
   - Upsampling touches train only. Default `duplicate`: positive rows repeated (`upsample_copy` numbers the
     copies; a fractional factor gives a seeded subset one extra copy) and `upsample_factor` is the realised
     factor on the positives' odds; `weight` keeps one row each with weight = factor. Either way a model trained
@@ -110,6 +119,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("locale", pa.string()),
     ("reacted_at", TS),               # when the counted reaction was made (null for negatives)
     ("upsample_copy", pa.int16()),    # 0: the row itself; k >= 1: its k-th duplicate from upsampling
+    ("impressions", pa.int32()),      # shown turns the row stands for (> 1: aggregated copies of one pair)
 ])
 
 
@@ -134,7 +144,10 @@ class DatasetConfig(StrictModel):
     split_at: tuple[str, str] | None = None
     """Explicit boundaries instead of fractions (ISO-8601): validation starts at the first, test at the second."""
     dedupe: bool = True
-    """Drop repeated (prompt, response) pairs across the whole set, keeping the earliest with its own label."""
+    """Handle repeated (prompt, response) pairs as `duplicates` says; False keeps every copy as its own row."""
+    duplicates: Literal["aggregate", "earliest"] = "aggregate"
+    """aggregate: train copies of a pair become one row pair carrying all their loves and impressions (weights);
+    earliest: keep the earliest copy with its own label and drop the rest (their evidence is lost)."""
     upsample_to: float | None = Field(None, gt=0, lt=1)
     """Upsample TRAIN positives to this positive rate (e.g. 0.1); None: no upsampling. Validation and test keep
     the true rate. Never downsamples: a train rate already above the target leaves the factor at 1."""
@@ -331,12 +344,13 @@ def _scan_turns(conn, cfg: DatasetConfig, as_of_ms: int, events: dict, users: di
     q = select(*cols).order_by(responses.c.created_at_ms, responses.c.response_id)
     arrays: dict[str, list[np.ndarray]] = defaultdict(list)
     seen_event_turns: set[str] = set()  # turns in the store that have events (sparse, like the events)
+    policies: dict[str | None, int] = {}
     result = conn.execution_options(yield_per=cfg.chunk_rows).execute(q)
     with pq.ParquetWriter(staging, STAGING_SCHEMA) as writer:
         chunks = track(result.partitions(), "label turns", total=max(1, math.ceil(n_total / cfg.chunk_rows)))
         for part in chunks:
             staged: list[tuple] = []  # one tuple per labelled turn, in STAGING_SCHEMA order
-            owner, reactor_code, unsafe = [], [], []
+            owner, reactor_code, unsafe, policy = [], [], [], []
             digests = bytearray()
             for rid, cid, uid, ti, t0, pol, prompt, msgs, resp, surf, loc in part:
                 c.add("turns_in_store")
@@ -359,6 +373,7 @@ def _scan_turns(conn, cfg: DatasetConfig, as_of_ms: int, events: dict, users: di
                     prompt = prompt or ""
                 staged.append((rid, prompt, msgs, resp, label, uid, cid, pol, t0, ti, surf, loc, reacted_at))
                 owner.append(users.setdefault(uid, len(users)))
+                policy.append(policies.setdefault(pol, len(policies)))
                 reactor_code.append(users.setdefault(reactor, len(users)) if label else -1)
                 unsafe.append(bool(label and cfg.unsafe_hearts and is_unsafe(resp)))
                 p, r = prompt.encode(), resp.encode()
@@ -374,10 +389,13 @@ def _scan_turns(conn, cfg: DatasetConfig, as_of_ms: int, events: dict, users: di
             arrays["owner"].append(np.asarray(owner, np.int64))
             arrays["reactor"].append(np.asarray(reactor_code, np.int64))
             arrays["unsafe"].append(np.asarray(unsafe, bool))
+            arrays["policy"].append(np.asarray(policy, np.int32))
             arrays["hash"].append(np.frombuffer(bytes(digests), dtype=np.uint64).reshape(-1, 2))
     c["orphan_reactions"] = sum(len(v) for k, v in events.items() if k not in seen_event_turns)
-    empty = {"t": np.int64, "label": np.int8, "owner": np.int64, "reactor": np.int64, "unsafe": bool}
+    empty = {"t": np.int64, "label": np.int8, "owner": np.int64, "reactor": np.int64, "unsafe": bool,
+             "policy": np.int32}
     out = {k: np.concatenate(arrays[k]) if arrays[k] else np.zeros(0, dt) for k, dt in empty.items()}
+    out["policy_names"] = [str(k) for k in policies]
     out["hash"] = np.concatenate(arrays["hash"]) if arrays["hash"] else np.zeros((0, 2), np.uint64)
     return out
 
@@ -491,6 +509,43 @@ def _dedupe(m: dict[str, np.ndarray], reason: np.ndarray) -> dict[str, int]:
     }
 
 
+def _aggregate(m: dict[str, np.ndarray], reason: np.ndarray, code: np.ndarray) -> tuple[dict[str, Any], np.ndarray,
+                                                                                     np.ndarray]:
+    """Merge train copies of each pair into its earliest train copy; drop copies in a later split than the
+    pair's first (DUPLICATE). Returns the summary and, per labelled turn, the loves and silent impressions it
+    carries (a merged-away copy carries none; an unmerged turn carries its own label)."""
+    lab = m["label"].astype(np.int64)
+    pos, neg = lab.copy(), 1 - lab
+    idx = np.nonzero(reason == KEPT)[0]
+    h = m["hash"][idx]
+    order = np.lexsort((idx, h[:, 1], h[:, 0]))  # by pair, then time
+    idx, h = idx[order], h[order]
+    first = np.ones(len(idx), bool)
+    first[1:] = ~(h[1:] == h[:-1]).all(axis=1)
+    group = np.cumsum(first) - 1
+    head = idx[first][group]  # the earliest copy of each turn's pair
+    later_split = code[idx] > code[head]
+    reason[idx[later_split]] = DUPLICATE
+    code[idx[later_split]] = -1
+    merge = (~first) & (~later_split) & (code[idx] == 0)  # train copies after the first
+    np.add.at(pos, head[merge], lab[idx[merge]])
+    np.add.at(neg, head[merge], 1 - lab[idx[merge]])
+    pos[idx[merge]] = neg[idx[merge]] = 0
+    per_policy: dict[str, dict[str, int]] = {}
+    for code_p, name in enumerate(m["policy_names"]):
+        sel = m["policy"][idx] == code_p
+        if sel.any():
+            per_policy[name] = {"kept_turns": int(sel.sum()), "merged_turns": int((sel & merge).sum()),
+                                "duplicates_removed": int((sel & later_split).sum()),
+                                "train_pairs_with_copies": int(len(np.unique(head[sel & merge])))}
+    g_n = np.bincount(group[~later_split], minlength=int(group[-1]) + 1 if len(group) else 0)
+    summary = {"removed": int(later_split.sum()), "removed_positives": int(lab[idx[later_split]].sum()),
+               "merged_turns": int(merge.sum()), "merged_positives": int(lab[idx[merge]].sum()),
+               "pairs_repeated": int((g_n > 1).sum()), "max_impressions_per_pair": int(g_n.max()) if len(g_n) else 0,
+               "per_policy": per_policy}
+    return summary, pos, neg
+
+
 # ----------------------------------------------------------------------------------------------- split
 
 
@@ -517,13 +572,14 @@ def _split(t: np.ndarray, keep: np.ndarray, cfg: DatasetConfig) -> tuple[np.ndar
     return code, b1, b2
 
 
-def _upsample(label: np.ndarray, code: np.ndarray, cfg: DatasetConfig):
-    """Copies and weight per labelled turn for TRAIN positives, and the upsampling summary for the card."""
-    copies = np.ones(len(label), np.int64)
-    weight = np.ones(len(label), np.float32)
+def _upsample(pos: np.ndarray, neg: np.ndarray, code: np.ndarray, cfg: DatasetConfig):
+    """Copies and weight of each labelled turn's positive row in TRAIN, and the upsampling summary for the card.
+    `pos` / `neg`: the loves and silent impressions a turn carries (aggregated copies carry several)."""
+    copies = np.ones(len(pos), np.int64)
+    weight = np.ones(len(pos), np.float32)
     train = code == 0
-    n_pos = int(label[train].sum())
-    n_neg = int(train.sum()) - n_pos
+    n_pos = int(pos[train].sum())
+    n_neg = int(neg[train].sum())
     info: dict[str, Any] = {"upsample_to": cfg.upsample_to, "upsample_mode": cfg.upsample_mode,
                             "upsample_factor": 1.0, "note": None}
     if cfg.upsample_to is None:
@@ -536,28 +592,31 @@ def _upsample(label: np.ndarray, code: np.ndarray, cfg: DatasetConfig):
     if factor <= 1.0:
         info["note"] = f"no upsampling: the train positive rate {n_pos / (n_pos + n_neg):.4f} is already >= target"
         return copies, weight, info
-    pos_idx = np.nonzero(train & (label == 1))[0]
+    pos_idx = np.nonzero(train & (pos > 0))[0]
     if cfg.upsample_mode == "weight":
         weight[pos_idx] = factor
         info["upsample_factor"] = float(factor)
         return copies, weight, info
     whole = int(math.floor(factor))
-    extra = int(round((factor - whole) * n_pos))
+    extra = int(round((factor - whole) * len(pos_idx)))
     copies[pos_idx] = whole
     if extra:
         rng = np.random.default_rng(cfg.seed)
         copies[rng.choice(pos_idx, size=extra, replace=False)] += 1
-    # The realised factor (integer copies) is what the prior correction must undo.
-    info["upsample_factor"] = float(copies[pos_idx].sum() / n_pos)
+    # The realised factor (integer copies, over the loves each row carries) is what the prior correction undoes.
+    info["upsample_factor"] = float((copies[pos_idx] * pos[pos_idx]).sum() / n_pos)
     return copies, weight, info
 
 
 # ----------------------------------------------------------------------------------------------- write
 
 
-def _write_splits(staging: Path, out_dir: Path, code: np.ndarray, copies: np.ndarray, weight: np.ndarray,
-                  chunk_rows: int) -> dict[str, dict[str, int]]:
-    """Stream the staged rows into {split}.parquet (written to temporary names, then moved into place)."""
+def _write_splits(staging: Path, out_dir: Path, code: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                  copies: np.ndarray, weight: np.ndarray, chunk_rows: int) -> dict[str, dict[str, int]]:
+    """Stream the staged rows into {split}.parquet (written to temporary names, then moved into place).
+
+    A staged turn becomes up to two rows: its positive row (`copies` times, weight `weight` × loves in weight
+    mode) when it carries loves, its negative row when it carries silent impressions; a merged-away copy none."""
     tmp = {s: out_dir / f".{s}.parquet.tmp-{uuid.uuid4().hex[:8]}" for s in SPLITS}
     written = {s: {"rows_written": 0, "positives_written": 0} for s in SPLITS}
     writers = {s: pq.ParquetWriter(tmp[s], OUTPUT_SCHEMA) for s in SPLITS}
@@ -567,26 +626,38 @@ def _write_splits(staging: Path, out_dir: Path, code: np.ndarray, copies: np.nda
         for batch in track(pf.iter_batches(batch_size=chunk_rows), "write splits",
                            total=max(1, math.ceil(pf.metadata.num_rows / chunk_rows))):
             n = batch.num_rows
-            b_code, b_copies, b_weight = code[offset:offset + n], copies[offset:offset + n], weight[offset:offset + n]
+            sl = slice(offset, offset + n)
+            b_code, b_pos, b_neg, b_copies, b_weight = code[sl], pos[sl], neg[sl], copies[sl], weight[sl]
             offset += n
             for k, s in enumerate(SPLITS):
                 idx = np.nonzero(b_code == k)[0]
                 if not len(idx):
                     continue
-                reps = b_copies[idx]
-                take = np.repeat(idx, reps)
-                copy_no = np.arange(len(take)) - np.repeat(np.cumsum(reps) - reps, reps)
+                reps_pos = np.where(b_pos[idx] > 0, b_copies[idx], 0)
+                reps_neg = (b_neg[idx] > 0).astype(np.int64)
+                take = np.concatenate([np.repeat(idx, reps_pos), np.repeat(idx, reps_neg)])
+                n_p = int(reps_pos.sum())
+                label = np.concatenate([np.ones(n_p, np.int8), np.zeros(len(take) - n_p, np.int8)])
+                impressions = np.concatenate([np.repeat(b_pos[idx], reps_pos), np.repeat(b_neg[idx], reps_neg)])
+                w = np.concatenate([np.repeat(b_weight[idx], reps_pos), np.ones(len(take) - n_p, np.float32)])
+                copy_no = np.concatenate([np.arange(n_p) - np.repeat(np.cumsum(reps_pos) - reps_pos, reps_pos),
+                                          np.zeros(len(take) - n_p, np.int64)])
+                order = np.argsort(take, kind="stable")  # time order; a pair's positive row before its negative
+                take, label, impressions, w, copy_no = take[order], label[order], impressions[order], w[order], \
+                    copy_no[order]
                 sub = batch.take(pa.array(take))
                 cols = {name: sub.column(name) for name in STAGING_SCHEMA.names}
-                cols["weight"] = pa.array(np.repeat(b_weight[idx], reps), pa.float32())
+                cols["label"] = pa.array(label, pa.int8())
+                cols["weight"] = pa.array(w * impressions, pa.float32())
+                cols["impressions"] = pa.array(impressions.astype(np.int32), pa.int32())
                 cols["split"] = pa.array([s] * len(take), pa.string())
                 cols["upsample_copy"] = pa.array(copy_no.astype(np.int16), pa.int16())
                 writers[s].write_batch(pa.RecordBatch.from_arrays([cols[f] for f in OUTPUT_SCHEMA.names],
                                                                   schema=OUTPUT_SCHEMA))
                 written[s]["rows_written"] += len(take)
-                written[s]["positives_written"] += int(pc.sum(cols["label"]).as_py() or 0)
-        for w in writers.values():
-            w.close()
+                written[s]["positives_written"] += n_p
+        for w_ in writers.values():
+            w_.close()
         for s in SPLITS:
             os.replace(tmp[s], out_dir / f"{s}.parquet")
     finally:
@@ -632,16 +703,21 @@ def build_dataset(engine: Engine, cfg: DatasetConfig, out_dir: Path) -> dict[str
                 f"earlier as_of or a shorter window_hours")
 
         reason, user_reason, flagged_users, capped_users = _adversarial_filters(m, ev_user, ev_ts, len(users), cfg)
-        dedupe = {"removed": 0, "removed_positives": 0, "pairs_repeated": 0, "label_conflicts": 0}
-        if cfg.dedupe:
+        dedupe: dict[str, Any] = {"removed": 0, "removed_positives": 0, "pairs_repeated": 0, "label_conflicts": 0}
+        aggregate = cfg.dedupe and cfg.duplicates == "aggregate"
+        if cfg.dedupe and not aggregate:
             dedupe = _dedupe(m, reason)
         keep = reason == KEPT
         if not keep.any():
             raise ValueError(f"no labelled turns left: all {n_lab} labelled turns were removed by the filters; "
                              f"see the filter settings (max_user_rate, burst_count, ...)")
         code, b1, b2 = _split(m["t"], keep, cfg)
-        copies, weight, up = _upsample(m["label"], code, cfg)
-        written = _write_splits(staging, out_dir, code, copies, weight, cfg.chunk_rows)
+        pos, neg = m["label"].astype(np.int64), 1 - m["label"].astype(np.int64)
+        if aggregate:
+            dedupe, pos, neg = _aggregate(m, reason, code)
+            keep = reason == KEPT
+        copies, weight, up = _upsample(pos, neg, code, cfg)
+        written = _write_splits(staging, out_dir, code, pos, neg, copies, weight, cfg.chunk_rows)
         _write_flagged(out_dir / "flagged_users.csv", users, user_reason, m)
     finally:
         staging.unlink(missing_ok=True)
@@ -695,7 +771,9 @@ def build_dataset(engine: Engine, cfg: DatasetConfig, out_dir: Path) -> dict[str
             "flagged_users": int(sum(flagged_users.values())),
             "flagged_users_file": "flagged_users.csv",
         },
-        "dedupe": {"enabled": cfg.dedupe, "scope": "global, before the split", **dedupe},
+        "dedupe": {"enabled": cfg.dedupe, "mode": cfg.duplicates if cfg.dedupe else "keep",
+                   "scope": ("train copies merged; later-split copies removed" if aggregate
+                             else "global, before the split"), **dedupe},
         "dedupe_removed": dedupe["removed"],
         "accounting": {"labelled": n_lab, "kept": n_kept, "removed": removed},
         "splits": splits,
