@@ -472,6 +472,30 @@ def reward_score(
     _run(json_out, body, lambda r: _kv_table("reward score", r))
 
 
+@reward_app.command("safety-threshold")
+def reward_safety_threshold(
+    model: Annotated[Path, typer.Option("--model", help="Pairwise safety reward model folder.")],
+    data_dir: DataDirOpt = None,
+    split: Annotated[str, typer.Option(help="HH-RLHF pairs to choose on: test (default), validation, or all; "
+                                            "pairs in the model's own training file are always left out.")] = "test",
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    json_out: JsonOpt = False,
+) -> None:
+    """Choose the reward below which an answer counts as a safety violation, on held-out HH-RLHF harmless
+    pairs (best balanced accuracy, chosen vs rejected); writes safety_threshold.json into the model folder.
+
+    Example: rluf reward safety-threshold --model demo-out/models/safety
+    """
+
+    def body():
+        from rluf.evaluate.safety import fit_safety_threshold
+
+        return fit_safety_threshold(model, data_dir or _default_data_dir(), split, batch_size=batch_size,
+                                    progress=not json_out)
+
+    _run(json_out, body, lambda r: _kv_table("reward safety-threshold", r))
+
+
 # ------------------------------------------------------------------------------------------------- demo
 
 
