@@ -449,12 +449,43 @@ def test_pairwise_model_shares_the_trainer(tiny_backbone, tmp_path):
     assert json.loads((tmp_path / "m" / "rluf_reward.json").read_text())["kind"] == "pairwise"
 
 
+def test_pairwise_validation_report_carries_the_baselines(tiny_backbone, tmp_path):
+    """Validation pairs with chosen_is_reference (AlpacaEval-style) get "longer wins" / "reference wins" beside
+    the model's accuracy, with intervals, in metrics.json and report.md."""
+    rng = np.random.default_rng(5)
+
+    def pairs(n):
+        out = []
+        for i in range(n):
+            body = " ".join(rng.choice(WORDS[:20], size=rng.integers(3, 9)))
+            ref_won = bool(rng.random() < 0.7)
+            good, bad = body + " kind love", body + " cold"
+            out.append({"prompt": f"q {WORDS[i % 7]}", "chosen": good, "rejected": bad,
+                        "group": f"m{i % 3}", "instruction_id": str(i % 7), "chosen_is_reference": ref_won,
+                        "chosen_length": len(good), "rejected_length": len(bad)})
+        return out
+
+    tr, va = write(tmp_path / "t.parquet", pairs(64)), write(tmp_path / "v.parquet", pairs(42))
+    res = train_reward(RewardTrainConfig(backbone=str(tiny_backbone), max_length=32, max_steps=4, batch_size=16,
+                                         warmup_ratio=0.0), tr, va, tmp_path / "m")
+    b = res["metrics"]["validation"]["baselines"]
+    assert b["n"] == 42 and set(b["by_group"]) == {"m0", "m1", "m2"}
+    assert b["interval"].startswith("bootstrap over 7 clusters")
+    assert b["model"]["accuracy"] == pytest.approx(res["metrics"]["validation"]["pairwise_accuracy"])
+    assert b["longer_wins"]["accuracy"] == pytest.approx(1.0)  # the chosen answer is always the longer
+    assert b["reference_wins"]["accuracy"] == pytest.approx(np.mean(pq.read_table(va)["chosen_is_reference"]))
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["validation"]["baselines"] == b
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert "reference wins" in report and "| m2 | 14 |" in report
+
+
 def test_real_preference_pairs(real_data_dir):
     from rluf.reward.pairs import alpacaeval_pairs, hh_pairs
 
     a = alpacaeval_pairs(real_data_dir)
     assert a.num_rows > 16_000 and set(a.column_names) >= {"prompt", "chosen", "rejected", "group"}
     assert len(set(a["group"].to_pylist())) == 21
+    assert {"chosen_is_reference", "chosen_length", "rejected_length", "instruction_id"} <= set(a.column_names)
     h = hh_pairs(real_data_dir)
     assert 2_200 < h.num_rows <= 2_312
     row = h.slice(0, 1).to_pylist()[0]

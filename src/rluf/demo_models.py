@@ -22,16 +22,9 @@ import pyarrow.parquet as pq
 from rluf.progress import stderr
 
 
-def _split(t: pa.Table, by_group: bool, seed: int = 0) -> tuple[pa.Table, pa.Table]:
+def _split(t: pa.Table, seed: int = 0) -> tuple[pa.Table, pa.Table]:
     rows = t.to_pylist()
-    rng = np.random.default_rng(seed)
-    if by_group:
-        groups = sorted({r["group"] for r in rows})
-        rng.shuffle(groups)
-        val = set(groups[: max(1, len(groups) // 5)])
-        return (pa.Table.from_pylist([r for r in rows if r["group"] not in val]),
-                pa.Table.from_pylist([r for r in rows if r["group"] in val]))
-    idx = rng.permutation(len(rows))
+    idx = np.random.default_rng(seed).permutation(len(rows))
     cut = int(0.85 * len(rows))
     return (pa.Table.from_pylist([rows[i] for i in idx[:cut]]), pa.Table.from_pylist([rows[i] for i in idx[cut:]]))
 
@@ -79,7 +72,15 @@ def train_demo_rewards(out: Path, dataset_dir: Path, data_dir: Path, steps: int 
                 (hh_pairs(data_dir), "hh-rlhf harmless-base")
         else:
             t, src = builtin_pairs(kind, seed), "built-in prompts + style responder (no ../shared/data)"
-        tr, va = _split(t, by_group=(kind == "helpfulness" and real), seed=seed)
+        if kind == "helpfulness" and real:
+            # Held-out models spanning weak and strong, rows shuffled: the capped validation set below is a
+            # sample of all of them (one weak model alone made "always prefer the reference" a 0.98 baseline).
+            from rluf.reward.pairs import split_by_model
+
+            parts, _ = split_by_model(t, seed=seed)
+            tr, va = parts["train"], parts["validation"]
+        else:
+            tr, va = _split(t, seed=seed)
         # Training sees steps × 16 pairs: a random subset of that size is the same draw, and the template need
         # not tokenise the rest (all 13,643 AlpacaEval training pairs: ~25 s on a 2-core AVX2 CPU).
         if tr.num_rows > steps * 16:

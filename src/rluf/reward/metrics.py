@@ -56,6 +56,96 @@ def pairwise_metrics(r_chosen, r_rejected, groups=None) -> dict[str, Any]:
     return out
 
 
+def wilson(k: float, n: int, z: float = 1.959964) -> list[float] | None:
+    """Wilson score interval of a proportion k / n (k may be fractional: ties scored 0.5)."""
+    if n == 0:
+        return None
+    p, z2 = k / n, z * z
+    mid, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [float(max(0.0, mid - half)), float(min(1.0, mid + half))]
+
+
+def pairwise_baselines(chosen_length, rejected_length, chosen_is_reference=None, r_chosen=None, r_rejected=None,
+                       groups=None, clusters=None, n: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Pairwise accuracy of the reward model beside two scorers that read no text: "the longer answer wins"
+    (equal lengths score 0.5) and, where one side is a fixed reference answer, "the reference wins" (its
+    accuracy is the share of pairs the reference won). Each with a 95 % interval; overall and per group.
+
+    Why: on AlpacaEval most models lose to the reference almost always, so a held-out set of them rewards a
+    scorer that always prefers the reference or the longer answer; the model's accuracy is read against these.
+
+    Intervals: with `clusters` (AlpacaEval: the instruction, which every model answers, so one instruction's
+    pairs are not independent), a percentile bootstrap resampling clusters with replacement, `n` resamples,
+    every scorer on the same resample; then `model_minus_*` are paired differences with their intervals.
+    Without clusters, Wilson intervals per scorer (pairs independent) and no differences.
+    """
+    lc, lr = np.asarray(chosen_length, dtype=float), np.asarray(rejected_length, dtype=float)
+    scorers: dict[str, np.ndarray] = {}
+    if r_chosen is not None:
+        scorers["model"] = (np.asarray(r_chosen) > np.asarray(r_rejected)).astype(float)  # as pairwise_metrics
+    scorers["longer_wins"] = np.where(lc == lr, 0.5, (lc > lr).astype(float))
+    if chosen_is_reference is not None:
+        scorers["reference_wins"] = np.asarray(chosen_is_reference, dtype=float)
+    rows = len(lc)
+    masks = {"all": np.ones(rows, dtype=bool)}
+    if groups is not None:
+        g = np.asarray(groups, dtype=object)
+        masks |= {str(k): g == k for k in sorted(set(g.tolist()))}
+    counts = codes = None
+    if clusters is not None and rows:
+        _, codes = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+        c = int(codes.max()) + 1
+        draws = np.random.default_rng(seed).integers(0, c, size=(n, c))
+        counts = np.bincount((draws + c * np.arange(n)[:, None]).ravel(), minlength=n * c).reshape(n, c)
+
+    def measure(mask: np.ndarray) -> dict[str, Any]:
+        m = int(mask.sum())
+        out: dict[str, Any] = {"n": m}
+        if counts is None:
+            for k, v in scorers.items():
+                out[k] = {"accuracy": float(v[mask].mean()) if m else None, "ci95": wilson(float(v[mask].sum()), m)}
+            return out
+        size = counts @ np.bincount(codes[mask], minlength=counts.shape[1])
+        ok = size > 0  # a group can miss every drawn cluster
+        boot = {k: (counts @ np.bincount(codes[mask], weights=v[mask], minlength=counts.shape[1]))[ok] / size[ok]
+                for k, v in scorers.items()}
+        for k, v in scorers.items():
+            b = boot[k]
+            out[k] = {"accuracy": float(v[mask].mean()) if m else None,
+                      "ci95": [float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))] if len(b) else None}
+        if "model" in scorers and m:
+            for k in scorers:
+                if k != "model":
+                    d = boot["model"] - boot[k]
+                    out[f"model_minus_{k}"] = {"difference": out["model"]["accuracy"] - out[k]["accuracy"],
+                                               "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]}
+        return out
+
+    res = {"interval": f"bootstrap over {counts.shape[1]} clusters, {n} resamples" if counts is not None
+           else "Wilson", **measure(masks.pop("all"))}
+    if groups is not None:
+        res["by_group"] = {k: measure(v) for k, v in masks.items()}
+    return res
+
+
+def fmt_ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
+    """{"accuracy": 0.8, "ci95": [0.77, 0.83]} → "0.800 [0.770, 0.830]"; "–" when absent."""
+    if not d or d.get(key) is None:
+        return "–"
+    ci = d.get("ci95")
+    return f"{d[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def baselines_md(b: dict[str, Any]) -> list[str]:
+    """Markdown table of a pairwise_baselines result: overall, then one row per group."""
+    cols = [k for k in ("model", "longer_wins", "reference_wins") if k in b]
+    names = {"model": "model", "longer_wins": "longer answer wins", "reference_wins": "reference wins"}
+    lines = ["| pairs | n | " + " | ".join(names[k] for k in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for name, m in [("all", b), *b.get("by_group", {}).items()]:
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(fmt_ci(m.get(k)) for k in cols) + " |")
+    return lines + ["", f"95 % intervals: {b['interval']}."]
+
+
 def paired_bootstrap(y, groups, clusters, scores, baseline, n: int = 2000, seed: int = 0) -> dict[str, Any]:
     """`scores` minus `baseline` on per-row AUROC, mean within-group AUROC and the Spearman between each group's
     mean score and its positive rate, with 95 % intervals from resampling clusters with replacement.
@@ -164,5 +254,8 @@ def report_md(title: str, sections: dict[str, dict[str, Any]], images: list[str]
         if m.get("auroc_by_group"):
             lines += ["", f"AUROC by group ({name}):", ""]
             lines += [f"- {g}: {'–' if a is None else f'{a:.4f}'}" for g, a in m["auroc_by_group"].items()]
+        if m.get("baselines"):
+            lines += ["", f"Pairwise accuracy beside scorers that read no text ({name}):", "",
+                      *baselines_md(m["baselines"])]
     lines += [""] + [f"![{i}]({i})" for i in images]
     return "\n".join(lines) + "\n"

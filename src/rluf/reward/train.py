@@ -24,7 +24,7 @@ from rluf.hardware import resolve_bf16
 from rluf.progress import stderr
 from rluf.reward import calibrate
 from rluf.reward.data import read_judged, read_table, upsample_factor_near
-from rluf.reward.metrics import binary_metrics, pairwise_metrics, plots, report_md
+from rluf.reward.metrics import binary_metrics, pairwise_baselines, pairwise_metrics, plots, report_md
 from rluf.reward.model import META_FILE, RewardModel, resolve_backbone
 from rluf.reward.pairs import PAIR_COLUMNS
 from rluf.reward.template import PairTemplate, pad_batch
@@ -485,6 +485,11 @@ def train_reward(cfg: RewardTrainConfig, train_path: Path, validation_path: Path
             r_c = rm.logits(val["prompt"], val["chosen"], batch_size=cfg.batch_size * 2, progress=True)
             r_r = rm.logits(val["prompt"], val["rejected"], batch_size=cfg.batch_size * 2, progress=True)
         metrics = {"validation": pairwise_metrics(r_c, r_r, val.get("group"))}
+        if "chosen_is_reference" in val:  # AlpacaEval-style pairs: the accuracy means little without these
+            metrics["validation"]["baselines"] = pairwise_baselines(
+                val.get("chosen_length") or [len(c) for c in val["chosen"]],
+                val.get("rejected_length") or [len(r) for r in val["rejected"]], val["chosen_is_reference"],
+                r_c, r_r, groups=val.get("group"), clusters=val.get("instruction_id"))
         images: list[str] = []
         title = f"Pairwise reward model — {out.name}"
     else:
