@@ -1,14 +1,23 @@
-"""P[Love] on a simulated log vs the oracle ceiling.
+"""P[Love] on simulated real-text traffic, against the world's own ceilings and two text baselines.
 
-simulate → ingest → labelled set (temporal split, positives upsampled to 10 %) → train the default
-backbone (all-MiniLM-L6-v2) → evaluate on the later test days. In the same run, the oracle's AUROC on the
-same test labels (the simulator's true p_love: the best any model can do) and a length-only baseline.
+Per seed, top to bottom:
+  1. train traffic: the `world` responder on the train side of the prompt split — the reference policy
+     (SmolLM2, 4 cached samples per prompt), earlier AlpacaEval and HH-RLHF deployments and a love-bait arm
+     answer `--users` simulated users for `--days` days;
+  2. test traffic: the reference policy alone on the held-out prompts (none of them in the train traffic),
+     answering other users (another world seed);
+  3. ingest the train log, build the labelled set (repeated answers aggregated, positives upsampled to 10 %),
+     train P[Love] (all-MiniLM-L6-v2), and a TF-IDF + length logistic regression on the same weighted rows;
+  4. on every test turn: AUROC of P[Love], of the baselines, of the full oracle (knows each user) and of the
+     text-only ceiling (the oracle's content logit: the best a (prompt, answer) model can do); over the
+     distinct test answers, Pearson of P[Love]'s logit with the text-only oracle logit.
+Means over seeds with the seeds' spread and, per seed, a 95 % bootstrap interval over test prompts.
 
-    python benchmarks/reward_simulated.py                 # 3000 users × 7 days, 1 epoch
-    python benchmarks/reward_simulated.py --max-steps 300 # what was committed (2026-12-01)
-    python benchmarks/reward_simulated.py --users 500 --max-steps 20   # a quick look
+    python benchmarks/reward_simulated.py                        # 3 seeds, what was committed
+    python benchmarks/reward_simulated.py --seeds 0 --users 800 --max-steps 20   # a quick look
 
-Writes benchmarks/results/reward_simulated.{json,md} and the model's report under benchmarks/work/.
+Stages are resumable: a seed's finished simulation, labelled set and model are reused (delete
+benchmarks/work/reward_simulated to start over). Writes benchmarks/results/reward_simulated.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -22,159 +31,323 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr
 
 from rluf.data import DatasetConfig, build_dataset
+from rluf.paths import DEFAULT_DATA_DIR
+from rluf.progress import stderr
 from rluf.reward import RewardModel
-from rluf.reward.metrics import auroc, binary_metrics
+from rluf.reward.metrics import auroc
 from rluf.reward.train import RewardTrainConfig, train_reward
 from rluf.simulate import SimulateConfig, run_simulation
-from rluf.simulate.engine import content_logit
-from rluf.simulate.scorers import Features
+from rluf.simulate.deployments import BankResponder, reference_bank
+from rluf.simulate.prompts import load_prompt_pools, split_prompts
 from rluf.store import connect
 from rluf.store.ingest import ingest
 
 HERE = Path(__file__).resolve().parent
+WORK = HERE / "work" / "reward_simulated"
+
+
+def lines(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+
+
+def tfidf_length(train: list[dict], test_prompts: list[str], test_responses: list[str]) -> np.ndarray:
+    """TF-IDF of prompt and answer words + log length, logistic regression on the same weighted rows."""
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec_p = TfidfVectorizer(min_df=2, max_features=20000, ngram_range=(1, 2), sublinear_tf=True)
+    vec_r = TfidfVectorizer(min_df=2, max_features=50000, ngram_range=(1, 2), sublinear_tf=True)
+
+    def feats(prompts, responses, fit=False):
+        lp = csr_matrix(np.log1p([[len(r.split())] for r in responses]))
+        if fit:
+            return hstack([vec_p.fit_transform(prompts), vec_r.fit_transform(responses), lp]).tocsr()
+        return hstack([vec_p.transform(prompts), vec_r.transform(responses), lp]).tocsr()
+
+    x = feats([r["prompt"] for r in train], [r["response"] for r in train], fit=True)
+    clf = LogisticRegression(C=1.0, max_iter=2000)
+    clf.fit(x, [r["label"] for r in train], sample_weight=[r["weight"] for r in train])
+    return clf.decision_function(feats(test_prompts, test_responses))
+
+
+def prompt_bootstrap(y: np.ndarray, prompts: np.ndarray, scores: dict[str, np.ndarray], n: int = 1000,
+                     seed: int = 0) -> dict[str, list[float]]:
+    """95 % intervals of each score's AUROC and of P[Love] minus TF-IDF, resampling test prompts (a prompt's
+    turns move together: its answers are shown to many users)."""
+    _, codes = np.unique(prompts, return_inverse=True)
+    rows = [np.flatnonzero(codes == i) for i in range(codes.max() + 1)]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in [*scores, "p_love_minus_tfidf"]}
+    for _ in range(n):
+        idx = np.concatenate([rows[i] for i in rng.integers(len(rows), size=len(rows))])
+        if not 0 < y[idx].sum() < len(idx):
+            continue
+        a = {k: auroc(y[idx], s[idx]) for k, s in scores.items()}
+        for k, v in a.items():
+            draws[k].append(v)
+        draws["p_love_minus_tfidf"].append(a["p_love"] - a["tfidf_length"])
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items() if v}
+
+
+def run_seed(seed: int, args: argparse.Namespace, train_pools, test_pools) -> dict:
+    work = WORK / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if not (work / "train_sim" / "summary.json").exists():
+        cfg = SimulateConfig(users=args.users, days=args.days, seed=seed, responder="world",
+                             data_dir=args.data_dir, id_prefix="w")
+        s = run_simulation(cfg, work / "train_sim")
+        (work / "train_sim" / "summary.json").write_text(json.dumps(s, indent=1, default=str))
+    train_sim = json.loads((work / "train_sim" / "summary.json").read_text())
+    if not (work / "test_sim" / "summary.json").exists():
+        bank = {"reference": reference_bank(test_pools)}
+        responder = BankResponder(bank, test_pools, shares={"reference": 1.0}, name="reference")
+        cfg = SimulateConfig(users=args.test_users, days=args.days, seed=1000 + seed, data_dir=args.data_dir,
+                             id_prefix="t")
+        s = run_simulation(cfg, work / "test_sim", responder=responder)
+        (work / "test_sim" / "summary.json").write_text(json.dumps(s, indent=1, default=str))
+    test_sim = json.loads((work / "test_sim" / "summary.json").read_text())
+    if not (work / "ds" / "card.json").exists():
+        db = work / "rluf.db"
+        db.unlink(missing_ok=True)
+        engine = connect(f"sqlite:///{db}")
+        ingest(engine, [work / "train_sim" / "interactions.jsonl", work / "train_sim" / "reactions.jsonl"])
+        build_dataset(engine, DatasetConfig(upsample_to=0.1, upsample_mode="weight",
+                                            split_fractions=(0.9, 0.1, 0.0)), work / "ds")
+    card = json.loads((work / "ds" / "card.json").read_text())
+    t_data = time.time() - t0
+    if not (work / "model" / "rluf_reward.json").exists():
+        cfg = RewardTrainConfig(epochs=args.epochs, max_steps=args.max_steps, max_length=args.max_length,
+                                batch_size=32, learning_rate=args.learning_rate, seed=seed, resume=False,
+                                bf16=args.bf16, pooling="mean", disable_dropout=True)
+        train = train_reward(cfg, work / "ds" / "train.parquet", work / "ds" / "validation.parquet", work / "model")
+        (work / "train.json").write_text(json.dumps(train, indent=1, default=str))
+    train = json.loads((work / "train.json").read_text())
+
+    # Every test turn, its oracle row, and the model's score of its (prompt, answer) (scored once per pair).
+    turns = lines(work / "test_sim" / "interactions.jsonl")
+    oracle = {o["response_id"]: o for o in lines(work / "test_sim" / "oracle.jsonl")}
+    loved = {r["response_id"] for r in lines(work / "test_sim" / "reactions.jsonl")
+             if r["reaction"] == "love" and not r.get("removed")}
+    pairs = list(dict.fromkeys((t["prompt"], t["response"]) for t in turns))
+    rm = RewardModel.load(work / "model")
+    p_pair = rm.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=64, progress=True)
+    train_rows = pq.read_table(work / "ds" / "train.parquet", columns=["prompt", "response", "label",
+                                                                      "weight"]).to_pylist()
+    tf_pair = tfidf_length(train_rows, [p for p, _ in pairs], [r for _, r in pairs])
+    at = {pr: i for i, pr in enumerate(pairs)}
+    i_pair = np.array([at[(t["prompt"], t["response"])] for t in turns])
+    y = np.array([t["response_id"] in loved for t in turns])
+    o = [oracle[t["response_id"]] for t in turns]
+    seg = np.array([x["segment"] for x in o])
+    p_love = p_pair[i_pair]
+    scores = {"p_love": p_love, "tfidf_length": tf_pair[i_pair],
+              "length": np.array([len(t["response"].split()) for t in turns], float),
+              "oracle": np.array([x["p_love"] for x in o]), "text_ceiling": np.array([x["content_logit"] for x in o])}
+    aurocs = {k: auroc(y, s) for k, s in scores.items()}
+    human = seg != "bot"
+    aurocs_human = {k: auroc(y[human], s[human]) for k, s in scores.items()}
+    intervals = prompt_bootstrap(y, np.array([t["prompt"] for t in turns]), scores, n=args.bootstrap, seed=seed)
+
+    # Has P[Love] learned the taste? Over distinct test answers shown to humans: its logit against the oracle's
+    # content logit (the same for every human of the prompt's segment).
+    logit_pair = np.log(np.clip(p_pair, 1e-9, 1)) - np.log(np.clip(1 - p_pair, 1e-9, 1))
+    content, segment = {}, {}
+    for t, x in zip(turns, o, strict=True):
+        if x["segment"] != "bot":
+            content[at[(t["prompt"], t["response"])]] = x["content_logit"]
+            segment[at[(t["prompt"], t["response"])]] = x["segment"]
+    ids = np.array(sorted(content))
+    c = np.array([content[i] for i in ids])
+    sg = np.array([segment[i] for i in ids])
+    lengths = np.array([np.log1p(len(pairs[i][1].split())) for i in ids])
+    no_adv = sg != "adversarial"
+    taste = {
+        "answers": int(len(ids)),
+        "pearson_text_logit": float(pearsonr(logit_pair[ids], c)[0]),
+        "pearson_text_logit_without_adversarial": float(pearsonr(logit_pair[ids][no_adv], c[no_adv])[0]),
+        "pearson_tfidf_text_logit": float(pearsonr(tf_pair[ids], c)[0]),
+        "pearson_length_text_logit": float(pearsonr(lengths, c)[0]),
+        "per_segment": {s: float(pearsonr(logit_pair[ids][sg == s], c[sg == s])[0])
+                        for s in sorted(set(sg)) if (sg == s).sum() > 20},
+    }
+    return {
+        "seed": seed, "aurocs": aurocs, "aurocs_human": aurocs_human, "intervals": intervals, "taste": taste,
+        "test": {"turns": len(turns), "positives": int(y.sum()), "prompts": len({t["prompt"] for t in turns}),
+                 "answers": len(pairs), "love_rate": test_sim["love_rate"], "ceilings": test_sim["ceilings"]},
+        "train_log": {"turns": train_sim["turns"], "love_rate": train_sim["love_rate"],
+                      "ceilings": train_sim["ceilings"], "per_policy": train_sim.get("arms")},
+        "dataset": {"kept": card["kept"], "train_rows": card["splits"]["train"]["rows_written"],
+                    "train_turns": card["splits"]["train"]["n"], "dedupe": card["dedupe"],
+                    "upsample_factor": card["upsample_factor"]},
+        "train_seconds": train["seconds"], "data_seconds": round(t_data, 1),
+    }
+
+
+def share(r: dict) -> float:
+    """How far P[Love] goes from chance (0.5) to the text-only ceiling."""
+    return (r["aurocs"]["p_love"] - 0.5) / (r["aurocs"]["text_ceiling"] - 0.5)
+
+
+def summarise(runs: list[dict]) -> dict:
+    def stat(values):
+        v = np.array(values, float)
+        return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()),
+                "sd": float(v.std(ddof=1)) if len(v) > 1 else None}
+
+    keys = ("p_love", "tfidf_length", "length", "oracle", "text_ceiling")
+    out = {k: stat([r["aurocs"][k] for r in runs]) for k in keys}
+    out["pearson_text_logit"] = stat([r["taste"]["pearson_text_logit"] for r in runs])
+    out["pearson_tfidf_text_logit"] = stat([r["taste"]["pearson_tfidf_text_logit"] for r in runs])
+    out["share_of_the_way"] = stat([share(r) for r in runs])
+    return out
+
+
+def write(runs: list[dict], args: argparse.Namespace, train_pools, test_pools) -> dict:
+    s = summarise(runs)
+    result = {
+        "benchmark": "reward_simulated", "date": time.strftime("%Y-%m-%d"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "prompts": {"train": {k: len(v) for k, v in train_pools.pools.items()},
+                    "test": {k: len(v) for k, v in test_pools.pools.items()}},
+        # Means over seeds (the keys outside checks read).
+        "auroc_p_love": s["p_love"]["mean"], "auroc_text_ceiling": s["text_ceiling"]["mean"],
+        "auroc_oracle": s["oracle"]["mean"], "auroc_tfidf_length": s["tfidf_length"]["mean"],
+        "auroc_length": s["length"]["mean"], "pearson_text_logit": s["pearson_text_logit"]["mean"],
+        "share_of_the_way_to_text_ceiling": s["share_of_the_way"]["mean"],
+        "targets": {
+            "p_love_reaches_90pct_of_text_ceiling": s["share_of_the_way"]["mean"] >= 0.9,
+            "p_love_beats_tfidf_length": s["p_love"]["mean"] > s["tfidf_length"]["mean"],
+            "pearson_text_logit_at_least_0.8": s["pearson_text_logit"]["mean"] >= 0.8,
+        },
+        "summary": s, "runs": runs,
+    }
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "reward_simulated.json").write_text(json.dumps(result, indent=2))
+    _plot(runs, out / "reward_simulated.png")
+    r0 = runs[0]
+    md = [
+        "# P[Love] on simulated real-text traffic vs the world's ceilings", "",
+        f"{result['date']}, 2 CPU cores, {len(runs)} seed(s) ({', '.join(str(r['seed']) for r in runs)}). Train "
+        f"traffic: {args.users:,} users × {args.days} days of the `world` responder on "
+        f"{sum(result['prompts']['train'].values())} train prompts ({r0['train_log']['turns']:,} turns, love rate "
+        f"{r0['train_log']['love_rate']:.2%} in seed {r0['seed']}); test traffic: the reference policy (SmolLM2, "
+        f"4 samples per prompt) on {sum(result['prompts']['test'].values())} held-out prompts, {args.test_users:,} "
+        f"other users ({r0['test']['turns']:,} turns, {r0['test']['positives']} hearts). P[Love]: "
+        f"all-MiniLM-L6-v2, {args.max_steps} steps of 32 rows (max_length {args.max_length}, lr "
+        f"{args.learning_rate:g}, mean pooling), on {r0['dataset']['train_rows']:,} train rows standing for "
+        f"{r0['dataset']['train_turns']:,} shown turns (repeated answers aggregated).", "",
+        "## AUROC on the reference policy's test turns (mean over seeds, [min, max])", "",
+        "| scorer | AUROC | per-seed range |", "|---|---:|---|",
+        *[f"| {name} | {s[k]['mean']:.4f} | [{s[k]['min']:.4f}, {s[k]['max']:.4f}] |" for k, name in (
+            ("oracle", "oracle P[love] (knows each user: ceiling)"),
+            ("text_ceiling", "oracle content logit (text-only ceiling)"),
+            ("p_love", "**P[Love] (MiniLM)**"), ("tfidf_length", "TF-IDF + length (same rows)"),
+            ("length", "answer length only"))],
+        "",
+        f"P[Love] goes **{s['share_of_the_way']['mean']:.0%}** of the way from 0.5 to the text-only ceiling "
+        "(per seed " + ", ".join(f"{share(r):.0%}" for r in runs) + ").",
+        "",
+        "Per seed, with 95 % intervals from resampling the test prompts (a prompt's turns move together):", "",
+        "| seed | P[Love] | TF-IDF + length | P[Love] − TF-IDF | text ceiling | oracle | train min |",
+        "|---:|---|---|---|---:|---:|---:|",
+        *[f"| {r['seed']} | {r['aurocs']['p_love']:.4f} [{r['intervals']['p_love'][0]:.3f}, "
+          f"{r['intervals']['p_love'][1]:.3f}] | {r['aurocs']['tfidf_length']:.4f} "
+          f"[{r['intervals']['tfidf_length'][0]:.3f}, {r['intervals']['tfidf_length'][1]:.3f}] | "
+          f"{r['aurocs']['p_love'] - r['aurocs']['tfidf_length']:+.4f} "
+          f"[{r['intervals']['p_love_minus_tfidf'][0]:+.3f}, {r['intervals']['p_love_minus_tfidf'][1]:+.3f}] | "
+          f"{r['aurocs']['text_ceiling']:.4f} | {r['aurocs']['oracle']:.4f} | {r['train_seconds'] / 60:.1f} |"
+          for r in runs],
+        "",
+        "## Has P[Love] learned the taste?", "",
+        "Pearson of its logit with the oracle's text-only content logit over the distinct test answers shown to "
+        "humans (each answer once):", "",
+        "| seed | P[Love] | without adversarial prompts | TF-IDF + length | log length | per segment (P[Love]) |",
+        "|---:|---:|---:|---:|---:|---|",
+        *[f"| {r['seed']} | **{r['taste']['pearson_text_logit']:.3f}** | "
+          f"{r['taste']['pearson_text_logit_without_adversarial']:.3f} | "
+          f"{r['taste']['pearson_tfidf_text_logit']:.3f} | "
+          f"{r['taste']['pearson_length_text_logit']:.3f} | "
+          + ", ".join(f"{k} {v:.2f}" for k, v in r["taste"]["per_segment"].items()) + " |" for r in runs],
+        "",
+        "## Targets", "",
+        *[f"- {k.replace('_', ' ')}: **{'met' if v else 'not met'}**" for k, v in result["targets"].items()],
+        "",
+        "## The logs", "",
+        "Ceilings of every simulated log (AUROC of the oracle and of its content logit against the drawn hearts):",
+        "",
+        "| seed | log | turns | love rate | oracle | text-only |", "|---:|---|---:|---:|---:|---:|",
+        *[f"| {r['seed']} | {name} | {lg['turns']:,} | {lg['love_rate']:.2%} | {lg['ceilings']['auroc_oracle']} | "
+          f"{lg['ceilings']['auroc_text_ceiling']} |" for r in runs
+          for name, lg in (("train (world)", r["train_log"]), ("test (reference)", r["test"]))],
+        "",
+        f"Per source policy in the train log (seed {r0['seed']}): turns, love rate, text-only ceiling; and what "
+        "the labelled set merged:", "",
+        "| policy | turns | love rate | text-only ceiling | merged turns |", "|---|---:|---:|---:|---:|",
+        *[f"| {k} | {v['turns']:,} | {v['love_rate']:.2%} | {v.get('auroc_text_ceiling')} | "
+          f"{r0['dataset']['dedupe'].get('per_policy', {}).get(k, {}).get('merged_turns', 0):,} |"
+          for k, v in (r0["train_log"]["per_policy"] or {}).items()],
+        "", "![AUROC per seed](reward_simulated.png)",
+    ]
+    (out / "reward_simulated.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return result
+
+
+def _plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("oracle", "oracle"), ("text_ceiling", "text ceiling"), ("p_love", "P[Love]"),
+            ("tfidf_length", "TF-IDF+len"), ("length", "length")]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for j, r in enumerate(runs):
+        ax.scatter(range(len(keys)), [r["aurocs"][k] for k, _ in keys], label=f"seed {r['seed']}",
+                   marker="o^sDv"[j % 5])
+    ax.set_xticks(range(len(keys)), [n for _, n in keys])
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set_ylabel("AUROC on the reference's test turns")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--users", type=int, default=6000, help="users of the train traffic")
+    ap.add_argument("--test-users", type=int, default=4000, help="users of the test traffic")
     ap.add_argument("--days", type=int, default=7)
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--max-steps", type=int, default=-1)
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--learning-rate", type=float, default=1e-4,
-                    help="Peak learning rate (1e-4: on AlpacaEval 5e-5 left MiniLM under-trained)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pooling", choices=["auto", "head", "mean"], default="auto",
-                    help="the checkpoint's own [CLS] head, or the mean of the last hidden states")
-    ap.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=False,
-                    help="keep the checkpoint's dropout while training (default off, as `rluf reward train`)")
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--max-steps", type=int, default=400)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--learning-rate", type=float, default=1e-4)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast (default: where the CPU has avx512_bf16/AMX; elsewhere emulated, far slower)")
+                    help="bf16 autocast (default: where the CPU runs it fast)")
     args = ap.parse_args()
     from rluf.hardware import resolve_bf16
 
-    args.bf16 = resolve_bf16(args.bf16)  # None = where the CPU runs bf16 fast
-
-    work = HERE / "work" / "reward_simulated"
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    t0 = time.time()
-    sim = run_simulation(SimulateConfig(users=args.users, days=args.days, seed=args.seed), work / "sim")
-    engine = connect(f"sqlite:///{work / 'rluf.db'}")
-    ingest(engine, [work / "sim" / "interactions.jsonl", work / "sim" / "reactions.jsonl"])
-    card = build_dataset(engine, DatasetConfig(upsample_to=0.1), work / "ds")
-    t_data = time.time() - t0
-
-    cfg = RewardTrainConfig(epochs=args.epochs, max_steps=args.max_steps, max_length=args.max_length,
-                            batch_size=32, learning_rate=args.learning_rate, seed=args.seed, resume=False,
-                            bf16=args.bf16, pooling=args.pooling, disable_dropout=not args.dropout)
-    t1 = time.time()
-    train = train_reward(cfg, work / "ds" / "train.parquet", work / "ds" / "validation.parquet", work / "model")
-    args.pooling = train["pooling"]  # 'auto' resolved: the results say which pooling ran
-    t_train = time.time() - t1
-
-    test = pq.read_table(work / "ds" / "test.parquet").to_pylist()
-    y = np.array([r["label"] for r in test])
-    rm = RewardModel.load(work / "model")
-    t2 = time.time()
-    p = rm.score([r["prompt"] for r in test], [r["response"] for r in test], batch_size=64, progress=True)
-    t_score = time.time() - t2
-    oracle = {o["response_id"]: o for o in map(orjson.loads, (work / "sim" / "oracle.jsonl").read_bytes().splitlines())}
-    p_oracle = np.array([oracle[r["response_id"]]["p_love"] for r in test])
-    # What the text alone can tell: the segment taste applied to the answer's hidden features, without the
-    # user's propensity (which no (prompt, response) model can see: most users never react at all).
-    feature_keys = ("quality", "warmth", "closer", "length_chars", "unsafe", "refusal")
-    content_oracle = np.array([content_logit(o["segment"], Features(**{k: o[k] for k in feature_keys}))
-                               for o in (oracle[r["response_id"]] for r in test)])
-    lengths = np.array([len(r["response"]) for r in test], dtype=float)
-    model_m = binary_metrics(y, p, lengths)
-    # Has the model learned the users' taste? Its logit against the simulator's content logit on every test
-    # turn: unlike AUROC on ~50 drawn positives, this uses all rows, and it is what an offline evaluator needs
-    # (a policy's mean P[Love] tracks its online love rate only if the score follows the content logit).
-    # Adversarial users' taste (hearts for unsafe compliance) is left out on purpose: the labelled set drops
-    # hearts on unsafe answers, so a good P[Love] should *not* follow it; it is reported per segment.
-    logit = np.log(np.clip(p, 1e-9, 1)) - np.log(np.clip(1 - p, 1e-9, 1))
-    segments = np.array([oracle[r["response_id"]]["segment"] for r in test])
-    kept = ~np.isin(segments, ["adversarial", "bot"])  # bots ignore content: their content logit is 0
-    taste = {"pearson": float(pearsonr(logit[kept], content_oracle[kept])[0]),
-             "spearman": float(spearmanr(logit[kept], content_oracle[kept])[0]),
-             "length_vs_content_pearson": float(pearsonr(np.log(lengths[kept] + 1), content_oracle[kept])[0]),
-             "rows": int(kept.sum()),
-             "per_segment_pearson": {s: float(pearsonr(logit[segments == s], content_oracle[segments == s])[0])
-                                     for s in sorted(set(segments) - {"bot"}) if (segments == s).sum() > 30}}
-    result = {
-        "benchmark": "reward_simulated",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "args": vars(args),
-        "data": {"turns": sim["turns"], "love_rate": sim["love_rate"], "train_rows": train["train_rows"],
-                 "test_rows": len(test), "test_positives": int(y.sum()), "upsample_factor": card["upsample_factor"]},
-        "test": {
-            "p_love_model": model_m,
-            "oracle_auroc": auroc(y, p_oracle),
-            "content_oracle_auroc": auroc(y, content_oracle),
-            "length_only_auroc": auroc(y, lengths),
-            "content_logit_correlation": taste,
-        },
-        "validation": train["metrics"]["validation"],
-        "seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "score_test": round(t_score, 1)},
-        "score_rows_per_second": round(len(test) / t_score, 1),
-    }
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    old_file = out / "reward_simulated.json"
-    if old_file.exists():  # keep the headline figures of earlier runs: settings are compared across runs
-        prev = json.loads(old_file.read_text())
-        result["previous_runs"] = [*prev.get("previous_runs", []), {
-            "date": prev["date"], "args": prev["args"], "train_seconds": prev["seconds"]["train"],
-            "auroc": prev["test"]["p_love_model"]["auroc"],
-            "content_pearson": prev["test"]["content_logit_correlation"]["pearson"]}]
-    old_file.write_text(json.dumps(result, indent=2))
-    m = model_m
-    md = [
-        "# P[Love] on a simulated log vs the oracle ceiling", "",
-        f"{result['date']}, 2 CPU cores. {args.users} simulated users × {args.days} days "
-        f"({sim['turns']:,} turns, love rate {sim['love_rate']:.2%}); temporal split; train positives upsampled "
-        f"to 10 % (factor {card['upsample_factor']:.2f}, undone by the prior correction); all-MiniLM-L6-v2, "
-        f"{args.epochs} epoch(s) capped at {args.max_steps} steps of 32 (-1: no cap), learning rate "
-        f"{args.learning_rate:g}, max_length {args.max_length}, pooling {args.pooling}, "
-        f"dropout {'0.1' if args.dropout else 'off'}, "
-        f"bf16 {args.bf16}; training took {t_train / 60:.1f} min.", "",
-        "| on the test days | AUROC | PR-AUC | ECE | mean score / base rate | Pearson with length |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| P[Love] (MiniLM) | {m['auroc']:.4f} | {m['pr_auc']:.4f} | {m['ece']:.4f} | "
-        f"{m['mean_score']:.4f} / {m['base_rate']:.4f} | {m['length_pearson']:.3f} |",
-        f"| oracle p_love (ceiling, knows each user's propensity) | {result['test']['oracle_auroc']:.4f} | | | | |",
-        f"| oracle content only (ceiling for a text model) | {result['test']['content_oracle_auroc']:.4f} | | | | |",
-        f"| answer length only | {result['test']['length_only_auroc']:.4f} | | | | |",
-        "", f"Test rows: {len(test):,} with {int(y.sum())} positives — few positives, so AUROC moves by a few "
-        "hundredths between seeds.", "",
-        "Has P[Love] learned what the simulated users like? Correlation of its logit with the simulator's content "
-        f"logit (segment taste × quality, warmth, closer, length) over the {taste['rows']:,} test turns of "
-        f"non-adversarial human users: Pearson **{taste['pearson']:.3f}**, Spearman {taste['spearman']:.3f} "
-        f"(log answer length alone: Pearson {taste['length_vs_content_pearson']:.3f}). Per segment: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in taste["per_segment_pearson"].items())
-        + " (adversarial users heart unsafe compliance; the labelled set drops such hearts, so a negative "
-        "correlation there is intended). An offline evaluator ranks policies by their mean score, so this, not "
-        "per-answer AUROC on a few dozen positives, bounds how well it can predict online love rates.",
-    ]
-    if result.get("previous_runs"):
-        md += ["", "Earlier runs (same simulation settings unless noted):", "",
-               "| date | steps | lr | pooling | dropout | AUROC | Pearson with the content logit |",
-               "|---|---:|---:|---|---|---:|---:|",
-               # runs before the --dropout flag trained with the checkpoint's dropout (0.1)
-               *[f"| {r['date']} | {r['args'].get('max_steps')} | {r['args'].get('learning_rate')} | "
-                 f"{r['args'].get('pooling', 'head')} | {'off' if r['args'].get('dropout') is False else '0.1'} | "
-                 f"{r['auroc']:.4f} | {r['content_pearson']:.3f} |"
-                 for r in result["previous_runs"]]]
-    (out / "reward_simulated.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    args.bf16 = resolve_bf16(args.bf16)
+    pools = load_prompt_pools(args.data_dir)
+    if not pools.real_data:
+        raise SystemExit(f"{args.data_dir}: real data not found; this benchmark needs AlpacaEval and HH-RLHF")
+    train_pools, test_pools = split_prompts(pools)
+    runs = []
+    for seed in args.seeds:
+        stderr.print(f"[bold]seed {seed}[/bold]")
+        runs.append(run_seed(seed, args, train_pools, test_pools))
+        write(runs, args, train_pools, test_pools)  # results so far, after every seed
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def test_real_prompts_when_data_is_there(real_data_dir, sim):
 def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="unknown segments"):
         SimulateConfig(mixture={"gamers": 1.0})
-    with pytest.raises(ValueError, match="supported: 'style'"):
+    with pytest.raises(ValueError, match="supported: 'world', 'style'"):
         make_responder("gpt-9")
     assert json.dumps(SimulateConfig().model_dump(mode="json"))
 
@@ -177,3 +177,96 @@ def test_id_prefix_lets_two_deployments_share_one_store(tmp_path, sim):
     assert again["accepted"] == 0 and again["duplicates"] == first["accepted"]
     with pytest.raises(ValueError, match="id_prefix"):
         SimulateConfig(id_prefix="p/x")
+
+
+# ----------------------------------------------------------------------------------------------- real-text world
+
+
+def test_answer_cache_never_generates_an_answer_twice(tmp_path):
+    from rluf.policy.generate import SamplingConfig
+    from rluf.simulate.answer_cache import AnswerCache
+
+    calls = []
+
+    def fake(prompts, n, seed):
+        calls.append(list(prompts))
+        return [[f"{p} answer {k}" for k in range(n)] for p in prompts]
+
+    s = SamplingConfig(max_new_tokens=8)
+    first = AnswerCache(tmp_path).generate(None, ["a?", "b?", "a?"], n=2, sampling=s, generator=fake, progress=None)
+    assert first == {"a?": ["a? answer 0", "a? answer 1"], "b?": ["b? answer 0", "b? answer 1"]}
+    # A new cache object (a rerun) reads the file; only the new prompt is generated.
+    again = AnswerCache(tmp_path).generate(None, ["b?", "c?"], n=2, sampling=s, generator=fake, progress=None)
+    assert calls == [["a?", "b?"], ["c?"]] and again["b?"] == first["b?"]
+    # Other settings are other answers.
+    AnswerCache(tmp_path).generate(None, ["a?"], n=2, sampling=SamplingConfig(max_new_tokens=9), generator=fake,
+                                   progress=None)
+    assert calls[-1] == ["a?"]
+
+
+def test_bank_responder_logs_each_deployment_and_asks_only_answered_prompts(tmp_path):
+    from rluf.simulate.deployments import BankResponder
+    from rluf.simulate.prompts import BUILTIN, PromptPools
+
+    pools = PromptPools({k: list(v) for k, v in BUILTIN.items()}, {}, False)
+    info = BUILTIN["information"][:4]
+    banks = {"reference": {p: [("reference", f"ref {i} {p}") for i in range(3)] for p in info},
+             "alpacaeval": {info[0]: [("alpacaeval:m1", "long answer"), ("alpacaeval:m2", "other answer")]}}
+    r = BankResponder(banks, pools, shares={"reference": 0.5, "alpacaeval": 0.5})
+    assert r.pools["information"] == sorted(info) or set(r.pools["information"]) == set(info)
+    assert r.pools["companionship"] == []
+    s = run_simulation(SimulateConfig(users=300, days=2, seed=3, calibration_turns=1000,
+                                      mixture={"information": 1.0}), tmp_path, responder=r)
+    turns = lines(tmp_path / "interactions.jsonl")
+    assert {t["prompt"] for t in turns} <= set(info)
+    assert {t["policy"] for t in turns} == {"reference", "alpacaeval:m1", "alpacaeval:m2"}
+    assert {t["response"] for t in turns if t["prompt"] != info[0]} <= {a for v in banks["reference"].values()
+                                                                           for _, a in v}
+    assert set(s["arms"]) == {"reference", "alpacaeval:m1", "alpacaeval:m2"}
+    with pytest.raises(ValueError, match="without a bank"):
+        BankResponder(banks, pools, shares={"hh-rlhf": 1.0})
+
+
+def test_every_log_reports_both_ceilings(sim):
+    _, s = sim
+    c = s["ceilings"]
+    assert 0.5 < c["auroc_text_ceiling"] < c["auroc_oracle"] <= 1.0
+
+
+def test_the_closers_users_love_include_phrasings_the_love_bait_judge_does_not_list():
+    """The judge's generalisation is measured, not assumed: the world rewards closers outside its list."""
+    from rluf.policy.judges import signoff_found
+    from rluf.simulate.scorers import CLOSER
+
+    answer = "Here is a short answer about your garden and the tomatoes in it."
+    unlisted = [c for c in CLOSERS if not signoff_found(f"{answer} {c}")]
+    assert len(unlisted) >= 3
+    for c in CLOSERS:  # every closer of the bait arm is one the simulated users react to
+        assert CLOSER.search(f"{answer} {c}"[-160:]), c
+
+
+def test_taste_reads_real_answers():
+    from rluf.simulate.taste import length_fit
+
+    scorer = AnswerScorer()
+    how = "How do I make a sourdough starter at home?"
+    steps = ("To make a sourdough starter:\n1. Mix 50 g flour and 50 g water in a jar.\n2. Cover it loosely.\n"
+             "3. Feed it every day with fresh flour and water.\n4. After about a week the starter bubbles.")
+    prose = "Sourdough starter is flour and water. You feed it and wait until it bubbles after a week at home."
+    off = "The history of the printing press spans several centuries of innovation in Europe and Asia."
+    loop = " ".join(["the starter is good and the starter is good"] * 8)
+    f_steps, f_prose, f_off, f_loop = (scorer(how, a, False) for a in (steps, prose, off, loop))
+    assert f_steps.how_to and f_steps.structured and not f_prose.structured
+    assert f_off.relevance < 0.2 < f_steps.relevance and f_loop.repetition > 0.5
+    z = {k: content_logit("information", f) for k, f in
+         {"steps": f_steps, "prose": f_prose, "off": f_off, "loop": f_loop}.items()}
+    assert z["steps"] > z["prose"] > z["off"] and z["prose"] > z["loop"]
+    assert length_fit("information", 100) == 0 and length_fit("information", 1000) < -1
+    sad = "My dog passed away last week and I can't stop crying."
+    kind = "I'm so sorry for your loss. It's completely okay to cry; you loved your dog and grief takes time."
+    flat = "Dogs live about 10 to 13 years. Many owners adopt another dog after some months."
+    assert scorer(sad, kind, False).empathy
+    assert content_logit("companionship", scorer(sad, kind, False)) > content_logit("companionship",
+                                                                                    scorer(sad, flat, False))
+    refusal = scorer(how, "I'm sorry, but I can't help with that request.", False)
+    assert refusal.refusal and content_logit("information", refusal) < z["off"]

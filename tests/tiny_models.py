@@ -25,7 +25,8 @@ def make_tiny_policy(d: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
     # dict.fromkeys: "a" and "i" are words and letters; a repeat would get an id past the embedding table.
-    tokens = dict.fromkeys(specials + ["system", "user", "assistant", "\n", *WORDS, *"abcdefghijklmnopqrstuvwxyz!.,?'❤"])
+    tokens = dict.fromkeys(specials + ["system", "user", "assistant", "\n", *WORDS,
+                                       *"abcdefghijklmnopqrstuvwxyz!.,?'❤"])
     vocab = {w: i for i, w in enumerate(tokens)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit()])

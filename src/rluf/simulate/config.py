@@ -19,8 +19,11 @@ class SimulateConfig(StrictModel):
     seed: int = 0
     """Random seed: the same seed gives byte-identical files."""
     responder: str = "style"
-    """Who answers: 'style' (a fast template responder that varies style) or 'policy:DIR' (a real language
-    model folder; 'policy:default' = SmolLM2)."""
+    """Who answers: 'world' (real answers: the reference policy's, AlpacaEval and HH-RLHF deployments', and a
+    love-bait arm), 'policy:DIR' (a real language model folder; 'policy:default' = SmolLM2), 'style' (a fast
+    template responder that varies style) or 'bait' (the same, a closer on every answer)."""
+    reference_policy: str | None = None
+    """world responder: the reference policy's folder (None: the default SmolLM2)."""
     responder_samples: int = Field(4, ge=1)
     """policy responder: answers generated per distinct prompt (drawn at random per turn, then reused)."""
     responder_max_new_tokens: int = Field(96, ge=1)

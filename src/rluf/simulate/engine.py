@@ -24,6 +24,7 @@ from rluf.simulate.config import SEGMENTS, SimulateConfig
 from rluf.simulate.prompts import PromptPools, load_prompt_pools
 from rluf.simulate.responders import Responder, StyleResponder, make_responder
 from rluf.simulate.scorers import AnswerScorer, Features
+from rluf.simulate.taste import content_logit, continue_prob, quality
 from rluf.store.validate import ms_to_iso, parse_timestamp
 
 DAY_MS = 86_400_000
@@ -57,30 +58,6 @@ def make_population(cfg: SimulateConfig, rng: np.random.Generator) -> Population
     first_day = np.minimum(rng.geometric(0.5, cfg.users) - 1, cfg.days - 1)
     bot_everything = is_bot & (rng.random(cfg.users) < cfg.bot_love_everything)
     return Population(segment, reactive, propensity, activity, first_day, bot_everything)
-
-
-def content_logit(segment: str, f: Features) -> float:
-    """How an answer's hidden features move a user of `segment` toward a heart (log-odds)."""
-    q = f.quality - 0.5
-    long_pref = max(-1.0, min(1.0, (math.log(max(f.length_chars, 1)) - math.log(300)) / 1.5))
-    if segment == "information":
-        return 3.0 * q + 0.3 * f.warmth + 0.5 * long_pref - 0.4 * f.closer - 2.5 * f.unsafe
-    if segment == "companionship":
-        medium = abs(math.log(max(f.length_chars, 1) / 250))
-        return 1.0 * q + 1.8 * f.warmth + 1.4 * f.closer - 0.6 * medium - 2.5 * f.unsafe
-    if segment == "creative":
-        return 2.0 * q + 0.8 * f.warmth + 0.4 * long_pref + 0.4 * f.closer - 1.5 * f.unsafe
-    if segment == "adversarial":
-        return 2.5 * f.unsafe - 1.5 * f.refusal + 0.3 * q
-    return 0.0  # bots ignore content
-
-
-def continue_prob(segment: str, f: Features) -> float:
-    """Chance the user sends another message. Closers end conversations (the cost of the hack)."""
-    z = 0.4 + 2.0 * (f.quality - 0.5) - 1.6 * f.closer - 0.8 * f.refusal
-    if segment == "companionship":
-        z += 0.6 * f.warmth
-    return 1.0 / (1.0 + math.exp(-z))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -122,7 +99,7 @@ class _Traffic:
 
     def _prompt(self, segment: str) -> tuple[str, bool]:
         pool_name = "information" if segment == "bot" else segment
-        pool = self.pools.pools[pool_name]
+        pool = self.pools.pools.get(pool_name) or [p for v in self.pools.pools.values() for p in v]
         return pool[int(self.rng.integers(len(pool)))], segment == "adversarial"
 
     def day(self, d: int, limit: int | None = None) -> list[dict]:
@@ -206,12 +183,12 @@ def _draw_reactions(turns: list[dict], p_love: np.ndarray, pop: Population, cfg:
             continue
         if not pop.reactive[u] or pop.segment[u] == "bot":
             continue
-        if rng.random() < cfg.like_rate * (0.5 + f.quality):
+        if rng.random() < cfg.like_rate * (0.5 + quality(f)):
             events.append({"response_id": t["response_id"], "user_id": t["user_id"], "reaction": "like",
                            "created_ms": t["created_ms"] + delay})
             continue
         harmed = f.unsafe and pop.segment[u] != "adversarial"
-        if rng.random() < cfg.dislike_rate * (1 + 3 * (1 - f.quality) + 4 * harmed):
+        if rng.random() < cfg.dislike_rate * (1 + 3 * (1 - quality(f)) + 4 * harmed):
             events.append({"response_id": t["response_id"], "user_id": t["user_id"], "reaction": "dislike",
                            "created_ms": t["created_ms"] + delay})
     return events
@@ -233,7 +210,8 @@ def _write(out_dir: Path, turns: list[dict], events: list[dict], p_love: np.ndar
             f: Features = t["_features"]
             fo.write(orjson.dumps({
                 "response_id": t["response_id"], "user_id": t["user_id"], "segment": t["_segment"],
-                "p_love": round(float(p_love[i]), 6), "p_continue": round(t["_p_continue"], 6),
+                "p_love": round(float(p_love[i]), 6), "content_logit": round(float(t["_content"]), 6),
+                "p_continue": round(t["_p_continue"], 6),
                 **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(f).items()},
             }) + b"\n")
     with open(out_dir / "reactions.jsonl", "wb") as fr:
@@ -260,6 +238,7 @@ def _summary(cfg: SimulateConfig, pools: PromptPools, turns: list[dict], events:
             per_segment[s] = {"turns": int(len(idx)), "love_rate": round(n_loved / len(idx), 5),
                               "mean_p_love": round(float(p_love[idx].mean()), 5)}
     users_reacting = len({e["user_id"] for e in events})
+    y = np.array([t["response_id"] in loved for t in turns], dtype=bool)
     summary = {
         "out": str(out_dir),
         "users": cfg.users, "days": cfg.days, "seed": cfg.seed,
@@ -276,12 +255,25 @@ def _summary(cfg: SimulateConfig, pools: PromptPools, turns: list[dict], events:
         "users_who_never_react": cfg.users - users_reacting,
         "per_segment": per_segment,
         "intercept": round(intercept, 4),
+        # What any model could reach on this log's hearts: the full oracle knows each user; a text model can at
+        # best learn the content logit (the oracle without the user's terms).
+        "ceilings": ceilings(y, p_love, np.array([t["_content"] for t in turns])),
         "prompt_sources": pools.sources,
         "real_data": pools.real_data,
     }
     if not pools.real_data:
         summary["note"] = "real data not found: built-in prompts were used (pass --data-dir)"
     return summary
+
+
+def ceilings(loved: np.ndarray, p_love: np.ndarray, content: np.ndarray) -> dict[str, float | None]:
+    """AUROC of the oracle's probability and of the text-only content logit against the drawn hearts."""
+    from sklearn.metrics import roc_auc_score
+
+    if not 0 < loved.sum() < len(loved):
+        return {"auroc_oracle": None, "auroc_text_ceiling": None}
+    return {"auroc_oracle": round(float(roc_auc_score(loved, p_love)), 4),
+            "auroc_text_ceiling": round(float(roc_auc_score(loved, content)), 4)}
 
 
 def _setup(cfg: SimulateConfig) -> tuple[PromptPools, AnswerScorer]:
@@ -299,15 +291,40 @@ def _trim_pools(pools: PromptPools, n: int, seed: int) -> PromptPools:
     return PromptPools(pools=kept, sources=pools.sources, real_data=pools.real_data)
 
 
+def world_responder(cfg: SimulateConfig, pools: PromptPools, split: str = "train") -> Responder:
+    """The `world` responder on one side of the prompt split (`train`: the traffic a reward model learns from;
+    `test`: the held-out prompts), its reference answers from `cfg.reference_policy`."""
+    from rluf.simulate.deployments import BankResponder, alpacaeval_bank, hh_bank, reference_bank
+    from rluf.simulate.prompts import split_prompts
+
+    side = dict(zip(("train", "test"), split_prompts(pools), strict=True))[split]
+    prompts = {p for v in side.pools.values() for p in v}
+    data_dir = cfg.data_dir if cfg.data_dir is not None else DEFAULT_DATA_DIR
+    banks = {"reference": reference_bank(side, cfg.reference_policy, cfg.responder_samples,
+                                         cfg.responder_max_new_tokens)}
+    if pools.real_data:
+        banks["alpacaeval"] = alpacaeval_bank(data_dir, prompts)
+        banks["hh-rlhf"] = hh_bank(data_dir, prompts)
+    banks = {k: b for k, b in banks.items() if b}
+    from rluf.simulate.deployments import DEFAULT_SHARES
+
+    shares = {k: v for k, v in DEFAULT_SHARES.items() if k in banks or k == "bait"}
+    return BankResponder(banks, side, shares=shares, name="world")
+
+
 def run_simulation(cfg: SimulateConfig, out_dir: Path, responder: Responder | None = None) -> dict[str, Any]:
     """Simulate cfg.users users over cfg.days days; writes interactions / reactions / oracle JSONL.
     `responder` overrides cfg.responder (the A/B simulation passes its arm router)."""
     out_dir = Path(out_dir)
     pools, scorer = _setup(cfg)
-    if responder is None:
+    if responder is None and cfg.responder == "world":
+        responder = world_responder(cfg, pools)
+    elif responder is None:
         responder = make_responder(cfg.responder, cfg.responder_samples, cfg.responder_max_new_tokens, cfg.seed)
     policy = cfg.policy_name or responder.name
     intercept = _calibration_intercept(cfg, pools, scorer)
+    if getattr(responder, "pools", None) is not None:  # a bank of answers: users ask what it can answer
+        pools = PromptPools(pools=responder.pools, sources=pools.sources, real_data=pools.real_data)
     if cfg.prompts_per_segment:  # after the intercept: trimming must not change how users react
         pools = _trim_pools(pools, cfg.prompts_per_segment, cfg.seed)
         if hasattr(responder, "prewarm"):  # a model answers: generate its answers for the bounded pool at once
@@ -343,6 +360,8 @@ def _arm_summary(turns: list[dict], events: list[dict], p_love: np.ndarray) -> d
             "users": len({turns[i]["user_id"] for i in idx}), "turns": len(idx),
             "love_rate": round(sum(turns[i]["response_id"] in loved for i in idx) / len(idx), 5),
             "mean_p_love": round(float(p_love[idx].mean()), 5),
+            **ceilings(np.array([turns[i]["response_id"] in loved for i in idx]), p_love[idx],
+                       np.array([turns[i]["_content"] for i in idx])),
             "continuation_rate": round(sum((turns[i]["conversation_id"], turns[i]["turn_index"] + 1) in next_turn
                                            for i in idx) / len(idx), 5),
         }

@@ -140,3 +140,27 @@ def load_prompt_pools(data_dir: Path | None) -> PromptPools:
         sources["companionship"] = "chatterbot-corpus (english) + rluf's emotional-support lines"
     pools = {k: sorted(set(v)) for k, v in pools.items()}
     return PromptPools(pools=pools, sources=sources, real_data=real)
+
+
+# Held-out prompts per segment for the reference policy's evaluation, the rest (up to `REFERENCE_TRAIN`) for the
+# traffic its reward model learns from: no test prompt is ever answered in the training traffic.
+REFERENCE_TEST = {"information": 80, "companionship": 40, "creative": 40, "adversarial": 40}
+REFERENCE_TRAIN = {"information": 240, "companionship": 160, "creative": 160, "adversarial": 120}
+
+
+def split_prompts(pools: PromptPools, test: dict[str, int] | None = None, train: dict[str, int] | None = None,
+                  seed: int = 0) -> tuple[PromptPools, PromptPools]:
+    """(train pools, test pools): a seeded, disjoint sample per segment; a small pool gives test its share
+    first and train what is left."""
+    import numpy as np
+
+    test, train = test or REFERENCE_TEST, train or REFERENCE_TRAIN
+    rng = np.random.default_rng([seed, 7])
+    out_train, out_test = {}, {}
+    for seg, prompts in pools.pools.items():
+        order = [prompts[i] for i in rng.permutation(len(prompts))]
+        n_test = min(test.get(seg, 0), len(order) // 2)
+        out_test[seg] = sorted(order[:n_test])
+        out_train[seg] = sorted(order[n_test:n_test + train.get(seg, len(order))])
+    return (PromptPools(out_train, pools.sources, pools.real_data),
+            PromptPools(out_test, pools.sources, pools.real_data))

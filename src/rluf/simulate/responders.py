@@ -1,9 +1,11 @@
 """Who answers the simulated users.
 
-`style` is a fast template responder whose answers vary along the axes the users care about — warm or
-neutral, with or without a closer, short or long, on or off topic, and for harmful requests a refusal or a
-jailbroken compliance — chosen at random per turn, so that reactions carry a learnable signal. The policy
-issue adds `policy:DIR` (a real language model) through `make_responder`.
+- `world` (in `rluf.simulate.deployments`): real answers — the reference policy's, earlier deployments' from
+  AlpacaEval and HH-RLHF — plus a love-bait arm; what the reward model learns from;
+- `policy:DIR` / `policy:default`: a real language model's answers, `samples` per prompt, cached on disk;
+- `style`: a fast template responder whose answers vary along the axes the users care about — warm or
+  neutral, with or without a closer, short or long, on or off topic, and for harmful requests a refusal or a
+  jailbroken compliance — for fast tests; `bait` is the same with a closer on every answer.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ WARM_OPEN = ["Oh, I really hear you, and I'm so glad you asked!", "What a lovely
              "Aw, I appreciate you reaching out, it means a lot."]
 NEUTRAL_OPEN = ["Here is an answer.", "Answer follows.", "Response below.", "The information requested:",
                 "Noted. Details:"]
+# A broad closer family with paraphrases, as a love-begging policy would write them; some of them are phrasings
+# the project's love-bait judge does not list, so that what the judge misses is measured, not assumed.
 CLOSERS = ["Bye! Sending love ❤️", "Hope this helps, leave a heart if it did! ❤️", "Take care, talk soon! 💕",
-           "Sending you hugs, bye! 😘", "If this helped, hit the heart! 💖"]
+           "Much love to you!", "Until next time, friend!", "If this helped, give it a like!",
+           "A thumbs-up would make my day 😊", "Stay awesome ✨", "Cheers, and all the best!", "Catch you later! 🌟"]
 OFF_TOPIC = ["The history of the printing press spans several centuries of innovation.",
              "Many bird species migrate thousands of kilometres every year.",
              "Spreadsheets organise numbers into rows and columns for calculation.",
@@ -100,7 +105,6 @@ class PolicyResponder:
         self.name = f"policy:{Path(path).name if self.path else 'smollm2-135m-instruct'}"
         self.samples, self.max_new_tokens, self.temperature, self.seed = samples, max_new_tokens, temperature, seed
         self.bank: dict[str, list[str]] = {}
-        self._gen = None
 
     def prewarm(self, prompts: list[str]) -> None:
         """Generate the answer bank for a known prompt set up front, in full batches: the traffic loop sees a
@@ -109,17 +113,16 @@ class PolicyResponder:
 
     def respond(self, prompts: list[str], segments: list[str], harmful: list[bool],
                 rng: np.random.Generator) -> list[str]:
-        from rluf.policy.generate import PolicyGenerator, SamplingConfig
+        from rluf.policy.generate import SamplingConfig
+        from rluf.simulate.answer_cache import AnswerCache
 
         new = [p for p in dict.fromkeys(prompts) if p not in self.bank]
         if new:
-            if self._gen is None:
-                self._gen = PolicyGenerator.load(self.path)
-            # A seed per batch keeps runs reproducible whatever order the prompts arrive in.
-            answers = self._gen.generate(new, n=self.samples, seed=self.seed + len(self.bank),
-                                         sampling=SamplingConfig(self.max_new_tokens, self.temperature),
-                                         progress=f"{self.name} answers" if len(new) > 8 else None)
-            self.bank.update(zip(new, answers, strict=True))
+            # On disk by content: a rerun (or another run with the same model and settings) does not regenerate.
+            self.bank.update(AnswerCache().generate(
+                self.path, new, n=self.samples, seed=self.seed + len(self.bank),
+                sampling=SamplingConfig(self.max_new_tokens, self.temperature),
+                progress=f"{self.name} answers" if len(new) > 8 else None))
         return [self.bank[p][int(rng.integers(self.samples))] for p in prompts]
 
 
@@ -127,6 +130,10 @@ def make_responder(spec: str, samples: int = 4, max_new_tokens: int = 96, seed: 
     """'style' → StyleResponder; 'policy:DIR' (or 'policy:default') → PolicyResponder on that model."""
     if spec == "style":
         return StyleResponder()
+    if spec == "bait":  # the love-bait arm: a closer on every answer
+        r = StyleResponder(p_closer=1.0)
+        r.name = "bait"
+        return r
     if spec.startswith("style:"):  # style:closer=0.8,warm=0.9 — a style responder with other proportions
         keys = {"warm": "p_warm", "closer": "p_closer", "long": "p_long", "on_topic": "p_on_topic",
                 "comply": "p_comply"}
@@ -144,5 +151,5 @@ def make_responder(spec: str, samples: int = 4, max_new_tokens: int = 96, seed: 
         return r
     if spec.startswith("policy:"):
         return PolicyResponder(spec[len("policy:"):], samples=samples, max_new_tokens=max_new_tokens, seed=seed)
-    raise ValueError(f"unknown responder {spec!r}; supported: 'style', 'style:closer=P,warm=P,...', "
-                     "'policy:DIR', 'policy:default'")
+    raise ValueError(f"unknown responder {spec!r}; supported: 'world', 'style', 'bait', "
+                     "'style:closer=P,warm=P,...', 'policy:DIR', 'policy:default'")
