@@ -231,7 +231,9 @@ def simulate(
     days: Annotated[int | None, typer.Option(help="Days of traffic.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same files).")] = None,
     responder: Annotated[str | None, typer.Option(
-        help="Who answers: style (fast template responder) or policy:DIR (a real model; policy:default = SmolLM2)."
+        help="Who answers: world (real answers: the reference policy's, cached, plus AlpacaEval and HH-RLHF "
+             "deployments and a love-bait arm; docs/world.md), policy:DIR (a real model; policy:default = SmolLM2), "
+             "style (fast template responder) or bait (style with a closer on every answer)."
     )] = None,
     love_rate: Annotated[float | None, typer.Option(help="Target love reactions per shown turn.")] = None,
     id_prefix: Annotated[str | None, typer.Option(
@@ -252,7 +254,7 @@ def simulate(
 ) -> None:
     """Simulate a user population chatting and reacting over several days (DESIGN §3 logs + oracle).
 
-    Example: rluf simulate --users 2000 --days 7 --seed 0 --responder style --out sim/
+    Example: rluf simulate --users 2000 --days 7 --seed 0 --responder world --out sim/
     """
     from rluf.config import load_config
     from rluf.simulate import SimulateConfig, react_to_file, run_simulation
@@ -625,7 +627,7 @@ def evaluate(
     json_out: JsonOpt = False,
 ) -> None:
     """Offline evaluator: policies on a fixed prompt set — predicted love rate (mean calibrated P[Love]) with a
-    CI, helpfulness win rate vs the reference, safety violations, judge violations, sign-off rate, length.
+    CI, helpfulness win rate vs the reference, safety violations, judge violations, closer rate, length.
 
     Example: rluf evaluate --policy reference=default --policy cgpo=runs/cgpo --out eval/
     --helpfulness-model demo-out/models/helpfulness --safety-model demo-out/models/safety
@@ -662,7 +664,7 @@ def audit(
     min_count: Annotated[int, typer.Option(help="A rising phrase must appear in at least this many answers.")] = 3,
     json_out: JsonOpt = False,
 ) -> None:
-    """Reward-hacking audit: phrases, emoji and closers whose rate rises most, sign-off rate, length shift,
+    """Reward-hacking audit: phrases, emoji and closers whose rate rises most, closer rate, length shift,
     and a verdict with the rules that fired.
 
     Example: rluf audit --policy eval/answers/cgpo.jsonl --reference eval/answers/reference.jsonl --out audit/

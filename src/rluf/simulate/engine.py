@@ -257,7 +257,7 @@ def _summary(cfg: SimulateConfig, pools: PromptPools, turns: list[dict], events:
         "intercept": round(intercept, 4),
         # What any model could reach on this log's hearts: the full oracle knows each user; a text model can at
         # best learn the content logit (the oracle without the user's terms).
-        "ceilings": ceilings(y, p_love, np.array([t["_content"] for t in turns])),
+        "ceilings": ceilings(y, p_love, np.array([t["_content"] for t in turns]), seg != "bot"),
         "prompt_sources": pools.sources,
         "real_data": pools.real_data,
     }
@@ -266,14 +266,17 @@ def _summary(cfg: SimulateConfig, pools: PromptPools, turns: list[dict], events:
     return summary
 
 
-def ceilings(loved: np.ndarray, p_love: np.ndarray, content: np.ndarray) -> dict[str, float | None]:
-    """AUROC of the oracle's probability and of the text-only content logit against the drawn hearts."""
+def ceilings(loved: np.ndarray, p_love: np.ndarray, content: np.ndarray, human: np.ndarray) -> dict[str, float | None]:
+    """AUROC of the oracle's probability and of the text-only content logit against the drawn hearts, on the
+    human users' turns (a labelled set's rate and burst filters remove the bots, whose hearts no text
+    explains) and, as `*_all_turns`, on every turn."""
     from sklearn.metrics import roc_auc_score
 
-    if not 0 < loved.sum() < len(loved):
-        return {"auroc_oracle": None, "auroc_text_ceiling": None}
-    return {"auroc_oracle": round(float(roc_auc_score(loved, p_love)), 4),
-            "auroc_text_ceiling": round(float(roc_auc_score(loved, content)), 4)}
+    def auc(y: np.ndarray, s: np.ndarray) -> float | None:
+        return round(float(roc_auc_score(y, s)), 4) if 0 < y.sum() < len(y) else None
+
+    return {"auroc_oracle": auc(loved[human], p_love[human]), "auroc_text_ceiling": auc(loved[human], content[human]),
+            "auroc_oracle_all_turns": auc(loved, p_love), "auroc_text_ceiling_all_turns": auc(loved, content)}
 
 
 def _setup(cfg: SimulateConfig) -> tuple[PromptPools, AnswerScorer]:
@@ -361,7 +364,8 @@ def _arm_summary(turns: list[dict], events: list[dict], p_love: np.ndarray) -> d
             "love_rate": round(sum(turns[i]["response_id"] in loved for i in idx) / len(idx), 5),
             "mean_p_love": round(float(p_love[idx].mean()), 5),
             **ceilings(np.array([turns[i]["response_id"] in loved for i in idx]), p_love[idx],
-                       np.array([turns[i]["_content"] for i in idx])),
+                       np.array([turns[i]["_content"] for i in idx]),
+                       np.array([turns[i]["_segment"] != "bot" for i in idx])),
             "continuation_rate": round(sum((turns[i]["conversation_id"], turns[i]["turn_index"] + 1) in next_turn
                                            for i in idx) / len(idx), 5),
         }

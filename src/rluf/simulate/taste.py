@@ -22,7 +22,7 @@ import math
 
 from rluf.simulate.scorers import Features
 
-TASTE_SCALE = 1.0
+TASTE_SCALE = 1.6
 LENGTH_RANGE = {"information": (30, 250), "creative": (30, 300), "companionship": (12, 150), "adversarial": (5, 400)}
 """Words users tolerate per segment; outside it every factor e costs one unit of log-length (see length_fit)."""
 
