@@ -148,10 +148,13 @@ def run_seed(seed: int, args: argparse.Namespace, train_pools, test_pools) -> di
     scores = {"p_love": p_love, "tfidf_length": tf_pair[i_pair],
               "length": np.array([len(t["response"].split()) for t in turns], float),
               "oracle": np.array([x["p_love"] for x in o]), "text_ceiling": np.array([x["content_logit"] for x in o])}
-    aurocs = {k: auroc(y, s) for k, s in scores.items()}
+    # Human users' turns, as the world's ceilings: the bots' hearts (which a labelled set's filters remove) no
+    # text explains. Every turn is reported beside.
     human = seg != "bot"
-    aurocs_human = {k: auroc(y[human], s[human]) for k, s in scores.items()}
-    intervals = prompt_bootstrap(y, np.array([t["prompt"] for t in turns]), scores, n=args.bootstrap, seed=seed)
+    aurocs = {k: auroc(y[human], s[human]) for k, s in scores.items()}
+    aurocs_all = {k: auroc(y, s) for k, s in scores.items()}
+    intervals = prompt_bootstrap(y[human], np.array([t["prompt"] for t in turns])[human],
+                                 {k: s[human] for k, s in scores.items()}, n=args.bootstrap, seed=seed)
 
     # Has P[Love] learned the taste? Over distinct test answers shown to humans: its logit against the oracle's
     # content logit (the same for every human of the prompt's segment).
@@ -176,8 +179,9 @@ def run_seed(seed: int, args: argparse.Namespace, train_pools, test_pools) -> di
                         for s in sorted(set(sg)) if (sg == s).sum() > 20},
     }
     return {
-        "seed": seed, "aurocs": aurocs, "aurocs_human": aurocs_human, "intervals": intervals, "taste": taste,
-        "test": {"turns": len(turns), "positives": int(y.sum()), "prompts": len({t["prompt"] for t in turns}),
+        "seed": seed, "aurocs": aurocs, "aurocs_all_turns": aurocs_all, "intervals": intervals, "taste": taste,
+        "test": {"turns": len(turns), "positives": int(y.sum()), "human_turns": int(human.sum()),
+                 "human_positives": int(y[human].sum()), "prompts": len({t["prompt"] for t in turns}),
                  "answers": len(pairs), "love_rate": test_sim["love_rate"], "ceilings": test_sim["ceilings"]},
         "train_log": {"turns": train_sim["turns"], "love_rate": train_sim["love_rate"],
                       "ceilings": train_sim["ceilings"], "per_policy": train_sim.get("arms")},
@@ -244,6 +248,8 @@ def write(runs: list[dict], args: argparse.Namespace, train_pools, test_pools) -
         f"{args.learning_rate:g}, mean pooling), on {r0['dataset']['train_rows']:,} train rows standing for "
         f"{r0['dataset']['train_turns']:,} shown turns (repeated answers aggregated).", "",
         "## AUROC on the reference policy's test turns (mean over seeds, [min, max])", "",
+        "On the human users' turns (the bots' hearts, which the labelled set's filters remove, no text explains); "
+        "`aurocs_all_turns` in the JSON has every turn.", "",
         "| scorer | AUROC | per-seed range |", "|---|---:|---|",
         *[f"| {name} | {s[k]['mean']:.4f} | [{s[k]['min']:.4f}, {s[k]['max']:.4f}] |" for k, name in (
             ("oracle", "oracle P[love] (knows each user: ceiling)"),
@@ -328,8 +334,8 @@ def main() -> None:
     ap.add_argument("--test-users", type=int, default=4000, help="users of the test traffic")
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--epochs", type=float, default=2.0)
-    ap.add_argument("--max-steps", type=int, default=400)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
