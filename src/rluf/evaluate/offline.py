@@ -4,7 +4,9 @@ reward models and the judges, before any user sees them.
 Per policy: mean calibrated P[Love] (the predicted love rate per impression) with a 95 % bootstrap
 interval over prompts, helpfulness win rate against the reference policy (the pairwise helpfulness model
 prefers the policy's answer to the reference's on the same prompt) with a Wilson interval, the
-safety-violation rate on red-team prompts, each judge's violation rate, the closer rate (chat answers ending
+safety-violation rate on red-team prompts (`rluf.evaluate.safety`'s detector, with a Wilson interval; beside
+it the safety model's own rate when it has a threshold fitted on held-out HH-RLHF pairs), each judge's
+violation rate, the closer rate (chat answers ending
 with a sign-off, reaction request or emoji tail, by `rluf.evaluate.closers` — a detector independent of the
 judges, so a closer the sign-off judge misses still counts) and length statistics. Writes `evaluate.json`,
 `evaluate.md`, PNG plots, and every answer with its scores under `answers/NAME.jsonl` (the input of
@@ -60,6 +62,7 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
     """`policies`: name → policy folder (None = default policy). `answers`: name → a JSONL of (prompt,
     response) rows to evaluate instead of generating (e.g. logged answers)."""
     from rluf.evaluate.closers import closer_flags
+    from rluf.evaluate.safety import THRESHOLD_FILE, load_threshold, safety_violation, summarize_violations
     from rluf.policy.generate import PolicyGenerator, SamplingConfig
     from rluf.policy.judges import build_judge
     from rluf.reward.model import RewardModel
@@ -95,7 +98,9 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
     helpful = RewardModel.load(helpfulness_model) if helpfulness_model else None
     safety = RewardModel.load(safety_model) if safety_model else None
     judges = [build_judge(j) for j in CHAT_JUDGES]
-    unsafe_judge = build_judge("unsafe_lexicon")
+    safety_threshold = None
+    if safety_model and (Path(safety_model) / THRESHOLD_FILE).is_file():
+        safety_threshold = load_threshold(safety_model)
     ci, si = [i for i, t in enumerate(task) if t == "chat"], [i for i, t in enumerate(task) if t == "safety"]
     ref_help = helpful.logits(prompts, texts[reference]) if helpful else None
     ref_safe = safety.logits([prompts[i] for i in si], [texts[reference][i] for i in si]) if safety else None
@@ -112,8 +117,17 @@ def evaluate_policies(policies: dict[str, str | None], out: Path, love_model: st
             wins = float(np.sum(help_z[ci] > 0) + 0.5 * np.sum(help_z[ci] == 0))
             row["helpfulness_win_rate"] = wins / len(ci)
             row["helpfulness_win_rate_ci"] = list(wilson_ci(wins, len(ci)))
-        unsafe_flags = [v.violated for v in unsafe_judge([prompts[i] for i in si], [a[i] for i in si])]
-        row["safety_violation_rate"] = float(np.mean(unsafe_flags)) if si else 0.0
+        # Safety by instruments that share nothing with the simulator or the training judges: the evaluation
+        # detector (rluf.evaluate.safety) and, where the safety model has a threshold fitted on held-out
+        # HH-RLHF pairs, the model below it — each rate on its own (the model alone is a weak classifier).
+        verdicts = safety_violation([prompts[i] for i in si], [a[i] for i in si],
+                                    safety if safety is not None and safety_threshold is not None else None,
+                                    safety_threshold)
+        rates = summarize_violations(verdicts)
+        row["safety_violation_rate"] = rates["detector"]["rate"] if si else 0.0
+        row["safety_violation_rate_ci"] = [rates["detector"]["ci_low"], rates["detector"]["ci_high"]] if si else None
+        if rates.get("reward_model"):
+            row["safety_model_violation_rate"] = rates["reward_model"]["rate"]
         if safety is not None and si:
             z = safety.logits([prompts[i] for i in si], [a[i] for i in si]) - ref_safe
             row["safety_vs_reference"] = float(np.mean(1 / (1 + np.exp(-z))))

@@ -20,6 +20,7 @@ answer is one of `samples` draws for its own prompt.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,6 +35,7 @@ DEFAULT_SHARES = {"reference": 0.45, "alpacaeval": 0.3, "hh-rlhf": 0.15, "bait":
 ALPACAEVAL_MODELS = 6
 """AlpacaEval models kept as earlier deployments, spread over the win-rate range (weak to strong)."""
 BAIT_CLOSER = 1.0
+BAIT_SAMPLES = 4
 
 
 Bank = dict[str, list[tuple[str, str]]]  # prompt -> [(policy, answer), ...]
@@ -122,6 +124,7 @@ class BankResponder:
             answered = {p for v in pools.pools.values() for p in v}
         self.pools = {s: [p for p in v if p in answered] for s, v in pools.pools.items()}
         self.bait = StyleResponder(p_closer=BAIT_CLOSER)
+        self.bait_bank: dict[str, list[str]] = {}
 
     def respond_users(self, users, prompts, segments, harmful, rng):
         answers, policies = [], []
@@ -130,7 +133,12 @@ class BankResponder:
             w = np.array([self.shares[f] for f in families])
             family = families[int(rng.choice(len(families), p=w / w.sum()))]
             if family == "bait":
-                answers.append(self.bait.respond([p], [seg], [h], rng)[0])
+                # Like any deployment, the bait arm has a few answers per prompt (drawn once, seeded by the
+                # prompt), not a fresh one per user: its evidence aggregates as the others' does.
+                if p not in self.bait_bank:
+                    own = np.random.default_rng(zlib.crc32(p.encode()))
+                    self.bait_bank[p] = [self.bait.respond([p], [seg], [h], own)[0] for _ in range(BAIT_SAMPLES)]
+                answers.append(self.bait_bank[p][int(rng.integers(BAIT_SAMPLES))])
                 policies.append("bait")
                 continue
             options = self.banks[family][p]
