@@ -396,17 +396,10 @@ def test_hh_split_is_the_benchmark_split():
 
 def _tiny_pairwise(d, train_rows):
     """A tiny random-init BERT trained for two steps on `train_rows` (pairwise), in the real folder format."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
     from rluf.reward.train import RewardTrainConfig, train_reward
-    from tiny_models import WORDS
+    from tiny_models import make_tiny_bert_backbone
 
-    bb = d / "backbone"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz!.,?"]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(bb)
-    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
-                                             num_attention_heads=2, intermediate_size=64,
-                                             max_position_embeddings=128, num_labels=1)).save_pretrained(bb)
+    bb = make_tiny_bert_backbone(d / "backbone")
     cols = ("prompt", "chosen", "rejected")
     pq.write_table(pa.Table.from_pylist([{k: r[k] for k in cols} for r in train_rows]), d / "train.parquet")
     pq.write_table(pa.Table.from_pylist([{k: r[k] for k in cols} for r in train_rows[:8]]), d / "val.parquet")

@@ -43,19 +43,24 @@ def make_tiny_policy(d: Path, seed: int = 0) -> Path:
     return d
 
 
-def make_tiny_reward(d: Path, target: str = "love", seed: int = 0) -> Path:
-    """A tiny BERT reward model trained for a few steps to like answers containing `target`."""
+def make_tiny_bert_backbone(bb: Path) -> Path:
+    """A random-init one-layer BERT with a one-logit head and a word-level vocabulary, saved in `bb`."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz!.,?"]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))}, do_lower_case=True).save_pretrained(bb)
+    BertForSequenceClassification(BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=32,
+                                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                             max_position_embeddings=128, num_labels=1)).save_pretrained(bb)
+    return bb
+
+
+def make_tiny_reward(d: Path, target: str = "love", seed: int = 0) -> Path:
+    """A tiny BERT reward model trained for a few steps to like answers containing `target`."""
     from rluf.reward.train import RewardTrainConfig, train_reward
 
     d = Path(d)
-    bb = d / "backbone"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz!.,?"]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(bb)
-    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
-                                             num_attention_heads=2, intermediate_size=64,
-                                             max_position_embeddings=128, num_labels=1)).save_pretrained(bb)
+    bb = make_tiny_bert_backbone(d / "backbone")
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(256):
