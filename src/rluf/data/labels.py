@@ -75,7 +75,6 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import URL, Engine, func, select
