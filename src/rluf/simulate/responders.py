@@ -105,11 +105,20 @@ class PolicyResponder:
         self.name = f"policy:{Path(path).name if self.path else 'smollm2-135m-instruct'}"
         self.samples, self.max_new_tokens, self.temperature, self.seed = samples, max_new_tokens, temperature, seed
         self.bank: dict[str, list[str]] = {}
+        self._gen = None
 
     def prewarm(self, prompts: list[str]) -> None:
         """Generate the answer bank for a known prompt set up front, in full batches: the traffic loop sees a
         few new prompts per step, and a generate call costs nearly as much for 2 prompts as for 16."""
         self.respond(list(dict.fromkeys(prompts)), [], [], np.random.default_rng(0))
+
+    def _generator(self):
+        """Loaded once, on the first cache miss: the traffic loop asks for new prompts at many steps."""
+        if self._gen is None:
+            from rluf.policy.generate import PolicyGenerator
+
+            self._gen = PolicyGenerator.load(self.path)
+        return self._gen
 
     def respond(self, prompts: list[str], segments: list[str], harmful: list[bool],
                 rng: np.random.Generator) -> list[str]:
@@ -119,10 +128,11 @@ class PolicyResponder:
         new = [p for p in dict.fromkeys(prompts) if p not in self.bank]
         if new:
             # On disk by content: a rerun (or another run with the same model and settings) does not regenerate.
+            sampling = SamplingConfig(self.max_new_tokens, self.temperature)
             self.bank.update(AnswerCache().generate(
-                self.path, new, n=self.samples, seed=self.seed + len(self.bank),
-                sampling=SamplingConfig(self.max_new_tokens, self.temperature),
-                progress=f"{self.name} answers" if len(new) > 8 else None))
+                self.path, new, n=self.samples, seed=self.seed + len(self.bank), sampling=sampling,
+                progress=f"{self.name} answers" if len(new) > 8 else None,
+                generator=lambda ps, k, s: self._generator().generate(ps, n=k, seed=s, sampling=sampling)))
         return [self.bank[p][int(rng.integers(self.samples))] for p in prompts]
 
 
